@@ -1,0 +1,23 @@
+# Two entry points: `make run` (the main job) and `make test` (the test suite).
+# Both create or reuse a local virtual environment in .venv from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m van_ablate +ablation=no_sigmoid $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,20 @@
+"""Errors a user can fix from the command line, and the exit codes the CLI maps them to."""
+
+from __future__ import annotations
+
+EXIT_CONFIG = 2  # bad input: unknown key, wrong value, missing data, unwritable directory
+EXIT_DIVERGED = 3  # training stopped on a non-finite loss
+
+
+class ConfigError(ValueError):
+    """One-line message naming the key, the bad value and what is allowed.
+
+    >>> raise ConfigError("train.batch_size", 0, "must be an integer >= 1")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: train.batch_size=0: must be an integer >= 1
+    """
+
+    def __init__(self, key: str, value: object, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: {allowed}")
