@@ -18,3 +18,11 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: object, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r}: {allowed}")
+
+
+class Diverged(RuntimeError):
+    """Training hit a non-finite loss; results.json already says status 'diverged'."""
+
+    def __init__(self, epoch: int, step: int):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")

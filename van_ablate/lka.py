@@ -108,7 +108,8 @@ class LKASpec:
         fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(value) - set(fields))
         if unknown:
-            raise _error(unknown[0], value[unknown[0]], f"unknown field; allowed: {', '.join(fields)}")
+            allowed = f"unknown field; allowed: {', '.join(fields)}"
+            raise _error(unknown[0], value[unknown[0]], allowed)
         return cls(**dict(value))
 
     @property
@@ -177,7 +178,8 @@ def make_conv(in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1, **kw
     """A size-preserving conv; a plain ``nn.Conv2d`` whenever symmetric padding works."""
     total = dilation * (kernel_size - 1)
     if total % 2 == 0:
-        return nn.Conv2d(in_ch, out_ch, kernel_size, padding=total // 2, dilation=dilation, **kwargs)
+        pad = total // 2
+        return nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad, dilation=dilation, **kwargs)
     return SamePadConv2d(in_ch, out_ch, kernel_size, dilation=dilation, **kwargs)
 
 

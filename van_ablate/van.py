@@ -174,9 +174,7 @@ class VAN(nn.Module):
             setattr(self, f"patch_embed{i + 1}", embed)
             setattr(self, f"block{i + 1}", blocks)
             setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=1e-6))
-            self.feature_info.append(
-                dict(num_chs=dim, reduction=4 * 2**i, module=f"block{i + 1}")
-            )
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"block{i + 1}"))
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
