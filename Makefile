@@ -21,3 +21,6 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) -m van_ablate.bench --model van_b0 --img-size 224 --batch-size 32 --compare

@@ -1,0 +1,608 @@
+"""Params and FLOPs of a VAN with any LKA: closed forms, fvcore counts and the paper's figures.
+
+Sec. 3.2 of "Visual Attention Network" (Guo et al. 2022) gives the cost of LKA as Eq. 3
+(params, biases left out) and Eq. 4 (that times H x W); Table 3, the kernel-size table and the
+model table print Params and FLOPs for whole models. This module computes both from the
+config alone (closed form) and from the built model (fvcore), in named conventions:
+
+- ``params``: every parameter (weights, biases, norm affines, LayerScale); BatchNorm running
+  statistics are buffers and are not counted.
+- ``macs``: conv and linear multiply-adds, one multiply-add counted as one FLOP (fvcore's unit
+  and the paper's).
+- ``flops_paper``: ``macs`` plus one add per conv output element (the bias) plus two per
+  BatchNorm and per LayerNorm element (scale and shift): the count of mmcv's
+  ``get_model_complexity_info``, which the official VAN repositories use, and the only one
+  that reproduces the paper's 0.88 G for VAN-B0 and the kernel-size table together. GELU,
+  the attention product, LayerScale, residual adds and pooling are in neither convention.
+
+``python -m van_ablate.complexity`` prints the paper's tables with both figures beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from math import prod
+from typing import Any, NoReturn
+
+import torch
+from torch import nn
+
+from van_ablate.errors import EXIT_CONFIG, ConfigError
+from van_ablate.lka import LKASpec
+from van_ablate.paper import PaperRow, paper_round
+from van_ablate.van import ARCHS, MLP_RATIOS
+
+__all__ = [
+    "Cost",
+    "complexity_summary",
+    "count_cost",
+    "lka_macs",
+    "lka_params",
+    "model_arch",
+    "stage_sides",
+    "van_cost",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Params and operation counts of a network, split by convention (see the module docstring).
+
+    >>> Cost(params=10, macs=100, bias_adds=4, bn_flops=8, ln_flops=2).flops_paper
+    114
+    """
+
+    params: int = 0
+    macs: int = 0  # conv + linear multiply-adds
+    bias_adds: int = 0  # one per conv output element
+    bn_flops: int = 0  # BatchNorm at inference: scale + shift per element
+    ln_flops: int = 0  # LayerNorm: scale + shift per element (mmcv's count)
+
+    def __add__(self, other: Cost) -> Cost:
+        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+        return Cost(*(a + b for a, b in pairs))
+
+    def __mul__(self, times: int) -> Cost:
+        return Cost(*(a * times for a in dataclasses.astuple(self)))
+
+    @property
+    def flops_paper(self) -> int:
+        """The paper's FLOPs: MACs + conv-bias adds + BatchNorm + LayerNorm."""
+        return self.macs + self.bias_adds + self.bn_flops + self.ln_flops
+
+
+def _conv(c_in: int, c_out: int, kernel: int, positions: int, groups: int = 1) -> Cost:
+    """A biased conv producing ``positions`` output pixels per channel."""
+    weights = c_in // groups * c_out * kernel * kernel
+    return Cost(params=weights + c_out, macs=weights * positions, bias_adds=c_out * positions)
+
+
+def _batch_norm(channels: int, positions: int) -> Cost:
+    return Cost(params=2 * channels, bn_flops=2 * channels * positions)
+
+
+def lka_cost(channels: int, lka: LKASpec | dict | None, positions: int) -> Cost:
+    """Closed-form cost of one LKA module on ``positions`` pixels (every conv keeps the size)."""
+    spec = LKASpec.from_any(lka)
+    if spec.dense:
+        return _conv(channels, channels, spec.kernel_size, positions)
+    cost = Cost()
+    if spec.dw_conv:
+        cost += _conv(channels, channels, spec.dw_kernel, positions, groups=channels)
+    if spec.dwd_conv:
+        cost += _conv(channels, channels, spec.dwd_kernel, positions, groups=channels)
+    if spec.pw_conv:
+        cost += _conv(channels, channels, 1, positions)
+    return cost
+
+
+def lka_params(
+    channels: int,
+    kernel_size: int = 21,
+    dilation: int | str = "auto",
+    *,
+    dw_conv: bool = True,
+    dwd_conv: bool = True,
+    pw_conv: bool = True,
+    dense: bool = False,
+    bias: bool = False,
+) -> int:
+    """Parameters of one LKA module; with the defaults and no biases this is Eq. 3.
+
+    >>> C = 64
+    >>> lka_params(C, 21, 3) == C * (7**2 + 5**2 + C)  # ceil(K/d)^2 + (2d-1)^2 + C
+    True
+    >>> lka_params(C, 21, 3, pw_conv=False, bias=True)
+    4864
+    """
+    _check_positive("channels", channels)
+    spec = LKASpec(kernel_size, dilation, dw_conv, dwd_conv, pw_conv, dense=dense)
+    cost = lka_cost(channels, spec, positions=1)
+    return cost.params if bias else cost.macs  # at one position a conv's MACs are its weights
+
+
+def lka_macs(
+    channels: int,
+    kernel_size: int,
+    dilation: int | str,
+    height: int,
+    width: int,
+    *,
+    dw_conv: bool = True,
+    dwd_conv: bool = True,
+    pw_conv: bool = True,
+    dense: bool = False,
+) -> int:
+    """Multiply-adds of one LKA module on an H x W map; with the defaults this is Eq. 4.
+
+    >>> lka_macs(64, 21, 3, 56, 56) == lka_params(64, 21, 3) * 56 * 56
+    True
+    """
+    _check_positive("channels", channels)
+    _check_positive("height", height)
+    _check_positive("width", width)
+    spec = LKASpec(kernel_size, dilation, dw_conv, dwd_conv, pw_conv, dense=dense)
+    return lka_cost(channels, spec, positions=height * width).macs
+
+
+def stage_sides(img_size: int, num_stages: int = 4) -> list[int]:
+    """Side of the feature map in each stage: a 7x7/4 patch embed, then 3x3/2 ones.
+
+    >>> stage_sides(224)
+    [56, 28, 14, 7]
+    """
+    _check_positive("img_size", img_size)
+    sides, side = [], img_size
+    for i in range(num_stages):
+        kernel, stride = (7, 4) if i == 0 else (3, 2)
+        side = (side + 2 * (kernel // 2) - kernel) // stride + 1
+        sides.append(side)
+    return sides
+
+
+def van_cost(
+    dims: Sequence[int],
+    depths: Sequence[int],
+    mlp_ratios: Sequence[float] = MLP_RATIOS,
+    lka: LKASpec | dict | None = None,
+    *,
+    img_size: int = 224,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    layer_scale: bool = True,
+) -> Cost:
+    """Closed-form cost of a whole VAN (:mod:`van_ablate.van`) without building it.
+
+    >>> c = van_cost((32, 64, 160, 256), (3, 3, 5, 2))  # VAN-B0
+    >>> c.params, c.macs, c.flops_paper
+    (4105800, 864224000, 880211328)
+    """
+    for key, values in (("depths", depths), ("mlp_ratios", mlp_ratios)):
+        if len(values) != len(dims):
+            raise ConfigError(
+                key, list(values), f"needs one entry per stage, as dims has {len(dims)}"
+            )
+    spec = LKASpec.from_any(lka)
+    total, c_in = Cost(), in_chans
+    for i, (dim, depth, ratio, side) in enumerate(
+        zip(dims, depths, mlp_ratios, stage_sides(img_size, len(dims)), strict=True)
+    ):
+        n = side * side
+        hidden = int(dim * ratio)
+        total += _conv(c_in, dim, 7 if i == 0 else 3, n) + _batch_norm(dim, n)
+        block = (
+            _batch_norm(dim, n) * 2
+            + _conv(dim, dim, 1, n) * 2  # proj_1, proj_2
+            + lka_cost(dim, spec, n)
+            + _conv(dim, hidden, 1, n)  # mlp.fc1
+            + _conv(hidden, hidden, 3, n, groups=hidden)  # mlp.dwconv
+            + _conv(hidden, dim, 1, n)  # mlp.fc2
+            + Cost(params=2 * dim * layer_scale)
+        )
+        total += block * depth + Cost(params=2 * dim, ln_flops=2 * dim * n)  # stage LayerNorm
+        c_in = dim
+    if num_classes > 0:
+        head = dims[-1] * num_classes
+        total += Cost(params=head + num_classes, macs=head)
+    return total
+
+
+def _conv_handle(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+    """fvcore's conv count (MACs only) plus one add per output element when there is a bias."""
+    from fvcore.nn.jit_handles import conv_flop_jit, get_shape
+
+    counts = conv_flop_jit(inputs, outputs)
+    counts["conv_bias"] = prod(get_shape(outputs[0])) if get_shape(inputs[2]) else 0
+    return counts
+
+
+def _layer_norm_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """mmcv's LayerNorm count: two per element with an affine (scale and shift), else one."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return prod(get_shape(inputs[0])) * (2 if get_shape(inputs[2]) else 1)
+
+
+def count_cost(model: nn.Module, img_size: int, in_chans: int = 3) -> Cost:
+    """fvcore's count of ``model`` on one image, in the conventions of :class:`Cost`.
+
+    fvcore counts conv and linear MACs and skips conv biases, so a handle adds them; its
+    BatchNorm handle gives the two per element of inference; its LayerNorm handle counts five
+    per element, so a handle gives mmcv's two; pooling is counted by neither convention.
+    """
+    with warnings.catch_warnings():
+        # fvcore.nn scripts its focal loss on import, which torch 2.14 flags as deprecated.
+        warnings.filterwarnings("ignore", ".*torch.jit.script", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis, parameter_count
+        from fvcore.nn.jit_handles import addmm_flop_jit, batchnorm_flop_jit, linear_flop_jit
+
+    _check_positive("img_size", img_size)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, img_size, img_size, device=device)
+    was_training = model.training
+    model.eval()  # BatchNorm as at inference, where the paper counts it
+    try:
+        with torch.no_grad():
+            analysis = (
+                FlopCountAnalysis(model, x)
+                .clear_op_handles()
+                .set_op_handle(
+                    **{
+                        "aten::_convolution": _conv_handle,
+                        "aten::linear": linear_flop_jit,
+                        "aten::addmm": addmm_flop_jit,
+                        "aten::batch_norm": batchnorm_flop_jit,
+                        "aten::layer_norm": _layer_norm_handle,
+                    }
+                )
+                .tracer_warnings("none")
+                .unsupported_ops_warnings(False)
+                .uncalled_modules_warnings(False)
+            )
+            ops = analysis.by_operator()
+    finally:
+        model.train(was_training)
+    return Cost(
+        params=parameter_count(model)[""],
+        macs=ops["conv"] + ops["linear"] + ops["addmm"],
+        bias_adds=ops["conv_bias"],
+        bn_flops=ops["batch_norm"],
+        ln_flops=ops["layer_norm"],
+    )
+
+
+def model_arch(
+    model_name: str,
+    dims: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    mlp_ratios: Sequence[float] | None = None,
+) -> dict[str, tuple]:
+    """dims, depths and mlp_ratios of a registered VAN, with any of them overridden."""
+    if model_name not in ARCHS:
+        raise ConfigError("model", model_name, f"must be one of {', '.join(ARCHS)}")
+    arch = ARCHS[model_name]
+    return {
+        "dims": tuple(arch["dims"] if dims is None else dims),
+        "depths": tuple(arch["depths"] if depths is None else depths),
+        "mlp_ratios": tuple(MLP_RATIOS if mlp_ratios is None else mlp_ratios),
+    }
+
+
+def build_for_count(
+    model_name: str,
+    lka: LKASpec | dict | None = None,
+    *,
+    num_classes: int = 1000,
+    layer_scale: bool = True,
+    in_chans: int = 3,
+    dims: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    mlp_ratios: Sequence[float] | None = None,
+) -> nn.Module:
+    """The timm model a summary counts, built without touching the caller's RNG state."""
+    import timm
+
+    arch = model_arch(model_name, dims, depths, mlp_ratios)
+    with torch.random.fork_rng(devices=[]):  # weight init must not shift a run's seeded stream
+        return timm.create_model(
+            model_name,
+            lka=LKASpec.from_any(lka),
+            layer_scale=layer_scale,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            **arch,
+        )
+
+
+def complexity_summary(
+    model_name: str,
+    lka: LKASpec | dict | None = None,
+    *,
+    img_size: int = 224,
+    num_classes: int = 1000,
+    layer_scale: bool = True,
+    in_chans: int = 3,
+    dims: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    mlp_ratios: Sequence[float] | None = None,
+) -> dict[str, int]:
+    """Closed-form and counted Params, MACs and paper FLOPs, as written to results.json.
+
+    Keys: ``params`` / ``params_counted``, ``macs`` / ``macs_counted`` (conv + linear
+    multiply-adds), ``flops_paper`` / ``flops_paper_counted`` (MACs + conv-bias adds +
+    BatchNorm + LayerNorm, mmcv's count), ``img_size``. Closed form and count agree exactly.
+
+    >>> complexity_summary("van_b0")["flops_paper"]  # doctest: +SKIP
+    880211328
+    """
+    _check_positive("img_size", img_size)
+    arch = model_arch(model_name, dims, depths, mlp_ratios)
+    common = dict(num_classes=num_classes, in_chans=in_chans, layer_scale=layer_scale)
+    closed = van_cost(**arch, lka=lka, img_size=img_size, **common)
+    counted = count_cost(build_for_count(model_name, lka, **arch, **common), img_size, in_chans)
+    return {
+        "params": closed.params,
+        "params_counted": counted.params,
+        "macs": closed.macs,
+        "macs_counted": counted.macs,
+        "flops_paper": closed.flops_paper,
+        "flops_paper_counted": counted.flops_paper,
+        "img_size": img_size,
+    }
+
+
+def _check_positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, value, "must be an integer >= 1")
+
+
+# ---------------------------------------------------------------- command line
+TABLES = ("table3", "kernel", "models", "all")
+FORMATS = ("markdown", "csv", "json")
+COUNT_MODES = ("auto", "all", "none")
+# Under --count auto, models above this many paper FLOPs are given in closed form only: counting
+# VAN-B4..B6 runs their full forward pass, 20 s of CPU that would break the 1-minute budget.
+AUTO_COUNT_MAX_FLOPS = 10**10
+CONVENTIONS = {
+    "params": "all parameters (weights, biases, norm affines, LayerScale)",
+    "flops": "paper convention (mmcv): conv+linear multiply-adds + conv-bias adds + 2 per "
+    "BatchNorm and LayerNorm element",
+    "macs": "conv+linear multiply-adds, one multiply-add = one FLOP (fvcore's convention)",
+    "closed": "closed form from the config (van_cost)",
+    "counted": "fvcore on the built model, with handles for the same convention (count_cost); "
+    "blank where --count auto left a model above 10 G to the closed form",
+    "match": "the closed form, rounded as the paper prints, equals the paper's figure",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad input on one line (no usage block) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _lka_field_parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    default = field.default
+
+    def parse(text: str) -> Any:
+        key = f"lka.{field.name}"
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ConfigError(key, text, "must be true or false")
+            return text.lower() == "true"
+        if isinstance(default, int) or (field.name == "dilation" and text != "auto"):
+            try:
+                return int(text)
+            except ValueError:
+                allowed = "must be 'auto' or an integer >= 1" if field.name == "dilation" else ""
+                raise ConfigError(key, text, allowed or "must be an integer >= 1") from None
+        return text
+
+    return parse
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = None) -> None:
+    """``--model``, ``--img-size`` and one ``--lka.FIELD VALUE`` per :class:`LKASpec` field."""
+    parser.add_argument("--model", default=model, help=f"one of {', '.join(ARCHS)}")
+    parser.add_argument("--img-size", type=int, default=224, help="input side (default 224)")
+    for field in dataclasses.fields(LKASpec):
+        parser.add_argument(
+            f"--lka.{field.name}",
+            dest=f"lka_{field.name}",
+            metavar="VALUE",
+            help=f"LKASpec.{field.name} (default {field.default})",
+        )
+
+
+def lka_from_args(args: argparse.Namespace) -> LKASpec:
+    """The spec the ``--lka.*`` arguments describe (unset fields keep their defaults)."""
+    given = {}
+    for field in dataclasses.fields(LKASpec):
+        text = getattr(args, f"lka_{field.name}")
+        if text is not None:
+            given[field.name] = _lka_field_parser(field)(text)
+    return LKASpec(**given)
+
+
+def _lka_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f"lka_{f.name}") is not None for f in dataclasses.fields(LKASpec))
+
+
+def _spec_key(spec: LKASpec) -> tuple:
+    return tuple(v for k, v in spec.to_dict().items() if k != "dilation")
+
+
+def _paper_rows(table: str) -> list[tuple[str, PaperRow]]:
+    from van_ablate import paper
+
+    tables = {
+        "table3": paper.TABLE3,
+        "kernel": paper.KERNEL_TABLE,
+        "models": tuple(paper.MODELS.values()),
+    }
+    names = list(tables) if table == "all" else [table]
+    return [(name, row) for name in names for row in tables[name]]
+
+
+def _find_paper_row(model: str, spec: LKASpec) -> PaperRow | None:
+    for _, row in _paper_rows("all"):
+        if row.model == model and row.layer_scale and _spec_key(row.lka) == _spec_key(spec):
+            return row
+    return None
+
+
+@functools.cache
+def _counted(model: str, spec: LKASpec, img_size: int) -> Cost:
+    return count_cost(build_for_count(model, spec), img_size)
+
+
+def _should_count(mode: str, table: str, closed: Cost) -> bool:
+    if mode == "none":
+        return False
+    if mode == "all" or table in ("table3", "kernel"):
+        return True
+    return closed.flops_paper <= AUTO_COUNT_MAX_FLOPS
+
+
+def compare_rows(
+    rows: Sequence[tuple[str, str, str, LKASpec, PaperRow | None]],
+    img_size: int = 224,
+    count: str = "all",
+) -> list[dict[str, Any]]:
+    """Paper, closed-form and counted figures for ``(table, label, model, lka, paper_row)``.
+
+    ``count`` is ``all``, ``none`` or ``auto`` (every ablation row, other rows up to
+    ``AUTO_COUNT_MAX_FLOPS``). Paper FLOPs are given only at 224, where the paper measured
+    them; ``matches_paper`` is None where there is nothing to compare.
+    """
+    if count not in COUNT_MODES:
+        raise ConfigError("count", count, f"must be one of {', '.join(COUNT_MODES)}")
+    records = []
+    for table, label, model, spec, printed in rows:
+        closed = van_cost(**model_arch(model), lka=spec, img_size=img_size)
+        counted = _counted(model, spec, img_size) if _should_count(count, table, closed) else None
+        flops_printed = printed.flops if printed is not None and img_size == 224 else None
+        match = None
+        if printed is not None:
+            match = paper_round(closed.params / 1e6, printed.params_decimals) == printed.params
+            if flops_printed is not None:
+                flops = paper_round(closed.flops_paper / 1e9, printed.flops_decimals)
+                match = match and flops == flops_printed
+        records.append(
+            {
+                "table": table,
+                "row": label,
+                "model": model,
+                "preset": printed.preset if printed is not None else None,
+                "params_printed": printed.params if printed is not None else None,
+                "params": closed.params,
+                "params_counted": counted.params if counted else None,
+                "flops_printed": flops_printed,
+                "flops_paper": closed.flops_paper,
+                "flops_paper_counted": counted.flops_paper if counted else None,
+                "macs": closed.macs,
+                "macs_counted": counted.macs if counted else None,
+                "matches_paper": match,
+                "params_decimals": printed.params_decimals if printed is not None else 1,
+                "flops_decimals": printed.flops_decimals if printed is not None else 1,
+            }
+        )
+    return records
+
+
+def _markdown(records: list[dict[str, Any]], img_size: int) -> str:
+    import pandas as pd
+
+    def fixed(value: float | None, decimals: int) -> str:
+        return "" if value is None else f"{value:.{decimals}f}"
+
+    def scaled(value: int | None, unit: float) -> str:
+        return "" if value is None else f"{value / unit:.4f}"
+
+    table = pd.DataFrame(
+        {
+            "table": r["table"],
+            "row": r["row"],
+            "preset": r["preset"] or "",
+            "Params paper (M)": fixed(r["params_printed"], r["params_decimals"]),
+            "Params closed": scaled(r["params"], 1e6),
+            "Params counted": scaled(r["params_counted"], 1e6),
+            "FLOPs paper (G)": fixed(r["flops_printed"], r["flops_decimals"]),
+            "FLOPs closed": scaled(r["flops_paper"], 1e9),
+            "FLOPs counted": scaled(r["flops_paper_counted"], 1e9),
+            "MACs closed": scaled(r["macs"], 1e9),
+            "match": {True: "yes", False: "NO", None: ""}[r["matches_paper"]],
+        }
+        for r in records
+    )
+    legend = [f"Input {img_size}x{img_size}, one image."]
+    legend += [f"- {name}: {text}" for name, text in CONVENTIONS.items()]
+    legend += [
+        f"- NO on {r['table']} {r['row']}: the paper prints {r['params_printed']} M and "
+        f"{r['flops_printed']} G; the closed form is {r['params'] / 1e6:.4f} M and "
+        f"{r['flops_paper'] / 1e9:.4f} G"
+        for r in records
+        if r["matches_paper"] is False
+    ]
+    return table.to_markdown(index=False, disable_numparse=True) + "\n\n" + "\n".join(legend)
+
+
+def render(records: list[dict[str, Any]], fmt: str, img_size: int) -> str:
+    """The comparison as a Markdown table with a legend, CSV, or JSON with the conventions."""
+    if fmt == "markdown":
+        return _markdown(records, img_size)
+    if fmt == "csv":
+        import pandas as pd
+
+        return pd.DataFrame(records).to_csv(index=False)
+    payload = {"img_size": img_size, "conventions": CONVENTIONS, "rows": records}
+    return json.dumps(payload, indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m van_ablate.complexity``: the paper's Params/FLOPs beside ours."""
+    parser = OneLineParser(
+        prog="python -m van_ablate.complexity",
+        description="Params and FLOPs of the paper's tables (Table 3, kernel size, models) and "
+        "of any composed VAN, as paper / closed form / fvcore count.",
+    )
+    parser.add_argument("--table", choices=TABLES, help="paper table(s) to print")
+    add_model_arguments(parser)
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument(
+        "--count",
+        choices=COUNT_MODES,
+        default="auto",
+        help="fvcore counts: auto (every ablation row, other models up to 10 G), all, none",
+    )
+    args = parser.parse_args(argv)
+    # The count's forward pass is one image; one thread keeps a shared 2-core CPU from thrashing.
+    torch.set_num_threads(1)
+    try:
+        _check_positive("img_size", args.img_size)
+        rows = []
+        composed = args.model is not None or _lka_given(args)
+        if args.table or not composed:
+            rows += [(t, r.label, r.model, r.lka, r) for t, r in _paper_rows(args.table or "all")]
+        if composed:
+            model, spec = args.model or "van_b0", lka_from_args(args)
+            model_arch(model)  # reject an unknown model before any work
+            rows.append(("composed", model, model, spec, _find_paper_row(model, spec)))
+        records = compare_rows(rows, img_size=args.img_size, count=args.count)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render(records, args.format, args.img_size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

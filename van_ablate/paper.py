@@ -1,0 +1,159 @@
+"""The paper's printed figures, and the LKA spec and preset name behind every ablation row.
+
+Loads ``paper_figures.yaml``, a verbatim copy of the reference figures of "Visual Attention
+Network" (Guo et al. 2022): Table 3 (LKA components), the kernel-size table, the LayerScale
+table, the model table (Table 2 sizes) and the official training recipe. This module is the one
+place that says which row is which switch; Hydra presets, the complexity tables and the reports
+import it::
+
+    from van_ablate import paper
+    row = paper.TABLE3[0]          # PaperRow(label='w/o DW-Conv', preset='no_dw_conv', ...)
+    paper.PRESETS["k7"]["lka"]     # LKASpec(kernel_size=7, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import ROUND_HALF_UP, Decimal
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from van_ablate.lka import LKASpec
+
+__all__ = [
+    "FIGURES",
+    "KERNEL_TABLE",
+    "LAYER_SCALE_TABLE",
+    "MODELS",
+    "PRESETS",
+    "RECIPE",
+    "TABLE3",
+    "THROUGHPUT",
+    "LayerScaleRow",
+    "PaperRow",
+    "paper_round",
+]
+
+FIGURES: dict[str, Any] = yaml.safe_load(
+    resources.files("van_ablate").joinpath("paper_figures.yaml").read_text(encoding="utf-8")
+)
+
+# Table 3 row label -> (preset name, LKASpec fields); "VAN-B0" is the unablated model.
+_TABLE3_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
+    "w/o DW-Conv": ("no_dw_conv", {"dw_conv": False}),
+    "w/o DW-D-Conv": ("no_dwd_conv", {"dwd_conv": False}),
+    "w/o Attention": ("no_attention", {"combine": "none"}),
+    "w/o Attention (add)": ("attention_add", {"combine": "add"}),
+    "w/o 1x1 Conv": ("no_pw_conv", {"pw_conv": False}),
+    "w/ Sigmoid": ("sigmoid", {"gate": "sigmoid"}),
+    "w/ (21x21 Conv)": ("dense_conv", {"dense": True}),
+    "VAN-B0": ("baseline", {}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    """One printed row: our preset and model for it, and the paper's Params, FLOPs and top-1.
+
+    ``params`` is in millions and ``flops`` in G multiply-adds (paper convention), both as
+    printed with ``params_decimals`` / ``flops_decimals`` digits; ``top1`` is None where the
+    paper gives no ImageNet-1K figure. ``preset`` is None for the model table.
+    """
+
+    label: str
+    preset: str | None
+    model: str
+    lka: LKASpec
+    layer_scale: bool
+    params: float
+    flops: float
+    top1: float | None
+    params_decimals: int
+    flops_decimals: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerScaleRow:
+    """Top-1 with and without LayerScale; params and FLOPs are the model's own."""
+
+    model: str
+    top1_with: float
+    top1_without: float
+
+
+def paper_round(value: float, decimals: int) -> float:
+    """Round half up, as printed tables do (Python's ``round`` rounds halves to even).
+
+    >>> paper_round(0.885, 2), round(0.125, 2), paper_round(0.125, 2)
+    (0.89, 0.12, 0.13)
+    """
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(repr(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def _decimals(printed: int | float) -> int:
+    return 0 if isinstance(printed, int) else 1
+
+
+def _row(
+    label: str,
+    preset: str | None,
+    model: str,
+    lka: LKASpec,
+    printed: dict[str, Any],
+    decimals: int | None = None,
+) -> PaperRow:
+    return PaperRow(
+        label=label,
+        preset=preset,
+        model=model,
+        lka=lka,
+        layer_scale=True,
+        params=printed["params"],
+        flops=printed["flops"],
+        top1=printed.get("top1"),
+        params_decimals=_decimals(printed["params"]) if decimals is None else decimals,
+        flops_decimals=_decimals(printed["flops"]) if decimals is None else decimals,
+    )
+
+
+def _table3() -> tuple[PaperRow, ...]:
+    rows = []
+    for r in FIGURES["table3_lka_components"]:
+        preset, fields = _TABLE3_SPECS[r["row"]]
+        rows.append(_row(r["row"], preset, "van_b0", LKASpec(**fields), r, decimals=1))
+    return tuple(rows)
+
+
+def _kernel_table() -> tuple[PaperRow, ...]:
+    return tuple(
+        _row(f"K={r['K']}", f"k{r['K']}", "van_b0", LKASpec(kernel_size=r["K"]), r, decimals=2)
+        for r in FIGURES["kernel_size_table"]
+    )
+
+
+def _models() -> dict[str, PaperRow]:
+    # The model table prints one decimal, except "200" (an int in the YAML) for VAN-B6's params.
+    return {
+        name: _row(name, None, name, LKASpec(), r)
+        for name, r in FIGURES["models"].items()
+        if isinstance(r, dict)
+    }
+
+
+TABLE3: tuple[PaperRow, ...] = _table3()
+KERNEL_TABLE: tuple[PaperRow, ...] = _kernel_table()
+MODELS: dict[str, PaperRow] = _models()
+LAYER_SCALE_TABLE: tuple[LayerScaleRow, ...] = tuple(
+    LayerScaleRow(r["model"], r["with"], r["without"]) for r in FIGURES["layer_scale_table"]
+)
+RECIPE: dict[str, Any] = FIGURES["imagenet_recipe"]
+THROUGHPUT: dict[str, int] = FIGURES["throughput_reported"]
+
+# Preset name -> what it changes on VAN-B0: the LKA spec and whether LayerScale is on.
+PRESETS: dict[str, dict[str, Any]] = {
+    **{row.preset: {"lka": row.lka, "layer_scale": True} for row in TABLE3 + KERNEL_TABLE},
+    "no_layer_scale": {"lka": LKASpec(), "layer_scale": False},
+}
