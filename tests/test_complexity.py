@@ -19,17 +19,16 @@ from van_ablate import paper
 from van_ablate.complexity import (
     Cost,
     build_for_count,
-    compare_rows,
     complexity_summary,
     count_cost,
     lka_macs,
     lka_params,
-    main,
     stage_sides,
     van_cost,
 )
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKA, LKASpec
+from van_ablate.paper_tables import compare_rows, main
 from van_ablate.van import ARCHS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from van_ablate.complexity import OneLineParser, add_model_arguments, lka_from_args, model_arch
+from van_ablate.cli_args import OneLineParser, add_model_arguments, lka_from_args
+from van_ablate.complexity import model_arch
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.lka import LKA, LKASpec
 

@@ -15,28 +15,24 @@ config alone (closed form) and from the built model (fvcore), in named conventio
   that reproduces the paper's 0.88 G for VAN-B0 and the kernel-size table together. GELU,
   the attention product, LayerScale, residual adds and pooling are in neither convention.
 
-``python -m van_ablate.complexity`` prints the paper's tables with both figures beside them.
+``python -m van_ablate.complexity`` prints the paper's tables with both figures beside them
+(the command is :mod:`van_ablate.paper_tables`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
-import json
-import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from math import prod
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import nn
 
-from van_ablate.errors import EXIT_CONFIG, ConfigError
+from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
-from van_ablate.paper import PaperRow, paper_round
 from van_ablate.van import ARCHS, MLP_RATIOS
 
 __all__ = [
@@ -363,246 +359,10 @@ def _check_positive(key: str, value: Any) -> None:
         raise ConfigError(key, value, "must be an integer >= 1")
 
 
-# ---------------------------------------------------------------- command line
-TABLES = ("table3", "kernel", "models", "all")
-FORMATS = ("markdown", "csv", "json")
-COUNT_MODES = ("auto", "all", "none")
-# Under --count auto, models above this many paper FLOPs are given in closed form only: counting
-# VAN-B4..B6 runs their full forward pass, 20 s of CPU that would break the 1-minute budget.
-AUTO_COUNT_MAX_FLOPS = 10**10
-CONVENTIONS = {
-    "params": "all parameters (weights, biases, norm affines, LayerScale)",
-    "flops": "paper convention (mmcv): conv+linear multiply-adds + conv-bias adds + 2 per "
-    "BatchNorm and LayerNorm element",
-    "macs": "conv+linear multiply-adds, one multiply-add = one FLOP (fvcore's convention)",
-    "closed": "closed form from the config (van_cost)",
-    "counted": "fvcore on the built model, with handles for the same convention (count_cost); "
-    "blank where --count auto left a model above 10 G to the closed form",
-    "match": "the closed form, rounded as the paper prints, equals the paper's figure",
-}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input on one line (no usage block) and exits with 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
-
-
-def _lka_field_parser(field: dataclasses.Field) -> Callable[[str], Any]:
-    default = field.default
-
-    def parse(text: str) -> Any:
-        key = f"lka.{field.name}"
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false"):
-                raise ConfigError(key, text, "must be true or false")
-            return text.lower() == "true"
-        if isinstance(default, int) or (field.name == "dilation" and text != "auto"):
-            try:
-                return int(text)
-            except ValueError:
-                allowed = "must be 'auto' or an integer >= 1" if field.name == "dilation" else ""
-                raise ConfigError(key, text, allowed or "must be an integer >= 1") from None
-        return text
-
-    return parse
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = None) -> None:
-    """``--model``, ``--img-size`` and one ``--lka.FIELD VALUE`` per :class:`LKASpec` field."""
-    parser.add_argument("--model", default=model, help=f"one of {', '.join(ARCHS)}")
-    parser.add_argument("--img-size", type=int, default=224, help="input side (default 224)")
-    for field in dataclasses.fields(LKASpec):
-        parser.add_argument(
-            f"--lka.{field.name}",
-            dest=f"lka_{field.name}",
-            metavar="VALUE",
-            help=f"LKASpec.{field.name} (default {field.default})",
-        )
-
-
-def lka_from_args(args: argparse.Namespace) -> LKASpec:
-    """The spec the ``--lka.*`` arguments describe (unset fields keep their defaults)."""
-    given = {}
-    for field in dataclasses.fields(LKASpec):
-        text = getattr(args, f"lka_{field.name}")
-        if text is not None:
-            given[field.name] = _lka_field_parser(field)(text)
-    return LKASpec(**given)
-
-
-def _lka_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, f"lka_{f.name}") is not None for f in dataclasses.fields(LKASpec))
-
-
-def _spec_key(spec: LKASpec) -> tuple:
-    return tuple(v for k, v in spec.to_dict().items() if k != "dilation")
-
-
-def _paper_rows(table: str) -> list[tuple[str, PaperRow]]:
-    from van_ablate import paper
-
-    tables = {
-        "table3": paper.TABLE3,
-        "kernel": paper.KERNEL_TABLE,
-        "models": tuple(paper.MODELS.values()),
-    }
-    names = list(tables) if table == "all" else [table]
-    return [(name, row) for name in names for row in tables[name]]
-
-
-def _find_paper_row(model: str, spec: LKASpec) -> PaperRow | None:
-    for _, row in _paper_rows("all"):
-        if row.model == model and row.layer_scale and _spec_key(row.lka) == _spec_key(spec):
-            return row
-    return None
-
-
-@functools.cache
-def _counted(model: str, spec: LKASpec, img_size: int) -> Cost:
-    return count_cost(build_for_count(model, spec), img_size)
-
-
-def _should_count(mode: str, table: str, closed: Cost) -> bool:
-    if mode == "none":
-        return False
-    if mode == "all" or table in ("table3", "kernel"):
-        return True
-    return closed.flops_paper <= AUTO_COUNT_MAX_FLOPS
-
-
-def compare_rows(
-    rows: Sequence[tuple[str, str, str, LKASpec, PaperRow | None]],
-    img_size: int = 224,
-    count: str = "all",
-) -> list[dict[str, Any]]:
-    """Paper, closed-form and counted figures for ``(table, label, model, lka, paper_row)``.
-
-    ``count`` is ``all``, ``none`` or ``auto`` (every ablation row, other rows up to
-    ``AUTO_COUNT_MAX_FLOPS``). Paper FLOPs are given only at 224, where the paper measured
-    them; ``matches_paper`` is None where there is nothing to compare.
-    """
-    if count not in COUNT_MODES:
-        raise ConfigError("count", count, f"must be one of {', '.join(COUNT_MODES)}")
-    records = []
-    for table, label, model, spec, printed in rows:
-        closed = van_cost(**model_arch(model), lka=spec, img_size=img_size)
-        counted = _counted(model, spec, img_size) if _should_count(count, table, closed) else None
-        flops_printed = printed.flops if printed is not None and img_size == 224 else None
-        match = None
-        if printed is not None:
-            match = paper_round(closed.params / 1e6, printed.params_decimals) == printed.params
-            if flops_printed is not None:
-                flops = paper_round(closed.flops_paper / 1e9, printed.flops_decimals)
-                match = match and flops == flops_printed
-        records.append(
-            {
-                "table": table,
-                "row": label,
-                "model": model,
-                "preset": printed.preset if printed is not None else None,
-                "params_printed": printed.params if printed is not None else None,
-                "params": closed.params,
-                "params_counted": counted.params if counted else None,
-                "flops_printed": flops_printed,
-                "flops_paper": closed.flops_paper,
-                "flops_paper_counted": counted.flops_paper if counted else None,
-                "macs": closed.macs,
-                "macs_counted": counted.macs if counted else None,
-                "matches_paper": match,
-                "params_decimals": printed.params_decimals if printed is not None else 1,
-                "flops_decimals": printed.flops_decimals if printed is not None else 1,
-            }
-        )
-    return records
-
-
-def _markdown(records: list[dict[str, Any]], img_size: int) -> str:
-    import pandas as pd
-
-    def fixed(value: float | None, decimals: int) -> str:
-        return "" if value is None else f"{value:.{decimals}f}"
-
-    def scaled(value: int | None, unit: float) -> str:
-        return "" if value is None else f"{value / unit:.4f}"
-
-    table = pd.DataFrame(
-        {
-            "table": r["table"],
-            "row": r["row"],
-            "preset": r["preset"] or "",
-            "Params paper (M)": fixed(r["params_printed"], r["params_decimals"]),
-            "Params closed": scaled(r["params"], 1e6),
-            "Params counted": scaled(r["params_counted"], 1e6),
-            "FLOPs paper (G)": fixed(r["flops_printed"], r["flops_decimals"]),
-            "FLOPs closed": scaled(r["flops_paper"], 1e9),
-            "FLOPs counted": scaled(r["flops_paper_counted"], 1e9),
-            "MACs closed": scaled(r["macs"], 1e9),
-            "match": {True: "yes", False: "NO", None: ""}[r["matches_paper"]],
-        }
-        for r in records
-    )
-    legend = [f"Input {img_size}x{img_size}, one image."]
-    legend += [f"- {name}: {text}" for name, text in CONVENTIONS.items()]
-    legend += [
-        f"- NO on {r['table']} {r['row']}: the paper prints {r['params_printed']} M and "
-        f"{r['flops_printed']} G; the closed form is {r['params'] / 1e6:.4f} M and "
-        f"{r['flops_paper'] / 1e9:.4f} G"
-        for r in records
-        if r["matches_paper"] is False
-    ]
-    return table.to_markdown(index=False, disable_numparse=True) + "\n\n" + "\n".join(legend)
-
-
-def render(records: list[dict[str, Any]], fmt: str, img_size: int) -> str:
-    """The comparison as a Markdown table with a legend, CSV, or JSON with the conventions."""
-    if fmt == "markdown":
-        return _markdown(records, img_size)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.DataFrame(records).to_csv(index=False)
-    payload = {"img_size": img_size, "conventions": CONVENTIONS, "rows": records}
-    return json.dumps(payload, indent=2)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m van_ablate.complexity``: the paper's Params/FLOPs beside ours."""
-    parser = OneLineParser(
-        prog="python -m van_ablate.complexity",
-        description="Params and FLOPs of the paper's tables (Table 3, kernel size, models) and "
-        "of any composed VAN, as paper / closed form / fvcore count.",
-    )
-    parser.add_argument("--table", choices=TABLES, help="paper table(s) to print")
-    add_model_arguments(parser)
-    parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument(
-        "--count",
-        choices=COUNT_MODES,
-        default="auto",
-        help="fvcore counts: auto (every ablation row, other models up to 10 G), all, none",
-    )
-    args = parser.parse_args(argv)
-    # The count's forward pass is one image; one thread keeps a shared 2-core CPU from thrashing.
-    torch.set_num_threads(1)
-    try:
-        _check_positive("img_size", args.img_size)
-        rows = []
-        composed = args.model is not None or _lka_given(args)
-        if args.table or not composed:
-            rows += [(t, r.label, r.model, r.lka, r) for t, r in _paper_rows(args.table or "all")]
-        if composed:
-            model, spec = args.model or "van_b0", lka_from_args(args)
-            model_arch(model)  # reject an unknown model before any work
-            rows.append(("composed", model, model, spec, _find_paper_row(model, spec)))
-        records = compare_rows(rows, img_size=args.img_size, count=args.count)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(render(records, args.format, args.img_size))
-    return 0
-
-
 if __name__ == "__main__":
+    # The command lives in van_ablate.paper_tables; this keeps the documented entry point.
+    import sys
+
+    from van_ablate.paper_tables import main
+
     sys.exit(main())

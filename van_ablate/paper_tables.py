@@ -1,0 +1,229 @@
+"""The paper's Params and FLOPs beside ours: ``python -m van_ablate.complexity``.
+
+Prints Table 3, the kernel-size table and the model table of "Visual Attention Network"
+(Guo et al. 2022) with, for each row, the figure the paper prints, the closed form
+(:func:`~van_ablate.complexity.van_cost`) and the fvcore count
+(:func:`~van_ablate.complexity.count_cost`), as Markdown, CSV or JSON; a composed model and
+LKA (``--model``, ``--lka.*``) is added as one more row, next to its paper row if it has one.
+The conventions are those of :mod:`van_ablate.complexity`; its ``-m`` entry point runs main().
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from van_ablate.cli_args import OneLineParser, add_model_arguments, lka_from_args
+from van_ablate.complexity import (
+    Cost,
+    _check_positive,
+    build_for_count,
+    count_cost,
+    model_arch,
+    van_cost,
+)
+from van_ablate.errors import EXIT_CONFIG, ConfigError
+from van_ablate.lka import LKASpec
+from van_ablate.paper import PaperRow, paper_round
+
+__all__ = ["compare_rows", "main", "render"]
+
+TABLES = ("table3", "kernel", "models", "all")
+FORMATS = ("markdown", "csv", "json")
+COUNT_MODES = ("auto", "all", "none")
+# Under --count auto, models above this many paper FLOPs are given in closed form only: counting
+# VAN-B4..B6 runs their full forward pass, 20 s of CPU that would break the 1-minute budget.
+AUTO_COUNT_MAX_FLOPS = 10**10
+CONVENTIONS = {
+    "params": "all parameters (weights, biases, norm affines, LayerScale)",
+    "flops": "paper convention (mmcv): conv+linear multiply-adds + conv-bias adds + 2 per "
+    "BatchNorm and LayerNorm element",
+    "macs": "conv+linear multiply-adds, one multiply-add = one FLOP (fvcore's convention)",
+    "closed": "closed form from the config (van_cost)",
+    "counted": "fvcore on the built model, with handles for the same convention (count_cost); "
+    "blank where --count auto left a model above 10 G to the closed form",
+    "match": "the closed form, rounded as the paper prints, equals the paper's figure",
+}
+
+
+def _lka_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f"lka_{f.name}") is not None for f in dataclasses.fields(LKASpec))
+
+
+def _spec_key(spec: LKASpec) -> tuple:
+    return tuple(v for k, v in spec.to_dict().items() if k != "dilation")
+
+
+def _paper_rows(table: str) -> list[tuple[str, PaperRow]]:
+    from van_ablate import paper
+
+    tables = {
+        "table3": paper.TABLE3,
+        "kernel": paper.KERNEL_TABLE,
+        "models": tuple(paper.MODELS.values()),
+    }
+    names = list(tables) if table == "all" else [table]
+    return [(name, row) for name in names for row in tables[name]]
+
+
+def _find_paper_row(model: str, spec: LKASpec) -> PaperRow | None:
+    for _, row in _paper_rows("all"):
+        if row.model == model and row.layer_scale and _spec_key(row.lka) == _spec_key(spec):
+            return row
+    return None
+
+
+@functools.cache
+def _counted(model: str, spec: LKASpec, img_size: int) -> Cost:
+    return count_cost(build_for_count(model, spec), img_size)
+
+
+def _should_count(mode: str, table: str, closed: Cost) -> bool:
+    if mode == "none":
+        return False
+    if mode == "all" or table in ("table3", "kernel"):
+        return True
+    return closed.flops_paper <= AUTO_COUNT_MAX_FLOPS
+
+
+def compare_rows(
+    rows: Sequence[tuple[str, str, str, LKASpec, PaperRow | None]],
+    img_size: int = 224,
+    count: str = "all",
+) -> list[dict[str, Any]]:
+    """Paper, closed-form and counted figures for ``(table, label, model, lka, paper_row)``.
+
+    ``count`` is ``all``, ``none`` or ``auto`` (every ablation row, other rows up to
+    ``AUTO_COUNT_MAX_FLOPS``). Paper FLOPs are given only at 224, where the paper measured
+    them; ``matches_paper`` is None where there is nothing to compare.
+    """
+    if count not in COUNT_MODES:
+        raise ConfigError("count", count, f"must be one of {', '.join(COUNT_MODES)}")
+    records = []
+    for table, label, model, spec, printed in rows:
+        closed = van_cost(**model_arch(model), lka=spec, img_size=img_size)
+        counted = _counted(model, spec, img_size) if _should_count(count, table, closed) else None
+        flops_printed = printed.flops if printed is not None and img_size == 224 else None
+        match = None
+        if printed is not None:
+            match = paper_round(closed.params / 1e6, printed.params_decimals) == printed.params
+            if flops_printed is not None:
+                flops = paper_round(closed.flops_paper / 1e9, printed.flops_decimals)
+                match = match and flops == flops_printed
+        records.append(
+            {
+                "table": table,
+                "row": label,
+                "model": model,
+                "preset": printed.preset if printed is not None else None,
+                "params_printed": printed.params if printed is not None else None,
+                "params": closed.params,
+                "params_counted": counted.params if counted else None,
+                "flops_printed": flops_printed,
+                "flops_paper": closed.flops_paper,
+                "flops_paper_counted": counted.flops_paper if counted else None,
+                "macs": closed.macs,
+                "macs_counted": counted.macs if counted else None,
+                "matches_paper": match,
+                "params_decimals": printed.params_decimals if printed is not None else 1,
+                "flops_decimals": printed.flops_decimals if printed is not None else 1,
+            }
+        )
+    return records
+
+
+def _markdown(records: list[dict[str, Any]], img_size: int) -> str:
+    import pandas as pd
+
+    def fixed(value: float | None, decimals: int) -> str:
+        return "" if value is None else f"{value:.{decimals}f}"
+
+    def scaled(value: int | None, unit: float) -> str:
+        return "" if value is None else f"{value / unit:.4f}"
+
+    table = pd.DataFrame(
+        {
+            "table": r["table"],
+            "row": r["row"],
+            "preset": r["preset"] or "",
+            "Params paper (M)": fixed(r["params_printed"], r["params_decimals"]),
+            "Params closed": scaled(r["params"], 1e6),
+            "Params counted": scaled(r["params_counted"], 1e6),
+            "FLOPs paper (G)": fixed(r["flops_printed"], r["flops_decimals"]),
+            "FLOPs closed": scaled(r["flops_paper"], 1e9),
+            "FLOPs counted": scaled(r["flops_paper_counted"], 1e9),
+            "MACs closed": scaled(r["macs"], 1e9),
+            "match": {True: "yes", False: "NO", None: ""}[r["matches_paper"]],
+        }
+        for r in records
+    )
+    legend = [f"Input {img_size}x{img_size}, one image."]
+    legend += [f"- {name}: {text}" for name, text in CONVENTIONS.items()]
+    legend += [
+        f"- NO on {r['table']} {r['row']}: the paper prints {r['params_printed']} M and "
+        f"{r['flops_printed']} G; the closed form is {r['params'] / 1e6:.4f} M and "
+        f"{r['flops_paper'] / 1e9:.4f} G"
+        for r in records
+        if r["matches_paper"] is False
+    ]
+    return table.to_markdown(index=False, disable_numparse=True) + "\n\n" + "\n".join(legend)
+
+
+def render(records: list[dict[str, Any]], fmt: str, img_size: int) -> str:
+    """The comparison as a Markdown table with a legend, CSV, or JSON with the conventions."""
+    if fmt == "markdown":
+        return _markdown(records, img_size)
+    if fmt == "csv":
+        import pandas as pd
+
+        return pd.DataFrame(records).to_csv(index=False)
+    payload = {"img_size": img_size, "conventions": CONVENTIONS, "rows": records}
+    return json.dumps(payload, indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m van_ablate.complexity``: the paper's Params/FLOPs beside ours."""
+    parser = OneLineParser(
+        prog="python -m van_ablate.complexity",
+        description="Params and FLOPs of the paper's tables (Table 3, kernel size, models) and "
+        "of any composed VAN, as paper / closed form / fvcore count.",
+    )
+    parser.add_argument("--table", choices=TABLES, help="paper table(s) to print")
+    add_model_arguments(parser)
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument(
+        "--count",
+        choices=COUNT_MODES,
+        default="auto",
+        help="fvcore counts: auto (every ablation row, other models up to 10 G), all, none",
+    )
+    args = parser.parse_args(argv)
+    # The count's forward pass is one image; one thread keeps a shared 2-core CPU from thrashing.
+    torch.set_num_threads(1)
+    try:
+        _check_positive("img_size", args.img_size)
+        rows = []
+        composed = args.model is not None or _lka_given(args)
+        if args.table or not composed:
+            rows += [(t, r.label, r.model, r.lka, r) for t, r in _paper_rows(args.table or "all")]
+        if composed:
+            model, spec = args.model or "van_b0", lka_from_args(args)
+            model_arch(model)  # reject an unknown model before any work
+            rows.append(("composed", model, model, spec, _find_paper_row(model, spec)))
+        records = compare_rows(rows, img_size=args.img_size, count=args.count)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render(records, args.format, args.img_size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
