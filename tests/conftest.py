@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny real inputs (image folders, run commands), never mocks of our code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tiny, fast, deterministic and offline settings for end-to-end runs of `python -m van_ablate`.
+TINY_RUN = [
+    "logger=none",
+    "data.img_size=32",
+    "data.num_workers=0",
+    "train.batch_size=8",
+    "train.eval_batch_size=32",
+    "train.epochs=1",
+    "train.warmup_epochs=0",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    # The machine is shared; one thread per process keeps tests from oversubscribing it.
+    torch.set_num_threads(1)
+
+
+def write_image_folder(root: Path, *, classes: int = 3, per_class: int = 8, size: int = 32) -> Path:
+    """``root/{train,validation}/<class>/<n>.png``: each class a distinct colour plus noise."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("validation", max(per_class // 2, 2))):
+        for c in range(classes):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.zeros(3)
+            base[c % 3] = 200
+            for i in range(n):
+                pixels = base + rng.normal(0, 25, size=(size, size, 3))
+                img = np.clip(pixels, 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A 3-class ImageFolder with train (8 per class) and validation (4 per class) splits."""
+    return write_image_folder(tmp_path / "images")
+
+
+def run_env(**extra: str) -> dict[str, str]:
+    """Environment for a child ``python -m van_ablate``: one thread, no W&B key, offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.update(extra)
+    return env
+
+
+def run_app(
+    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``python -m van_ablate ARGS`` in ``cwd`` and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "van_ablate", *args],
+        cwd=cwd,
+        env=env or run_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())

@@ -1,0 +1,185 @@
+"""End to end: one short training job in-process, and what its run directory holds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from conftest import TINY_RUN, read_results
+from hydra import compose, initialize_config_dir
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from van_ablate import checkpoint
+from van_ablate.__main__ import main, train_job
+from van_ablate.config import CONF_DIR
+from van_ablate.data import DataConfig, build_loaders
+from van_ablate.errors import EXIT_DIVERGED, Diverged
+from van_ablate.results import OBJECTIVE_FIELDS
+from van_ablate.runs import load_run_model
+from van_ablate.sweep.coordinator import SWEEP
+
+EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr"}
+EPOCH_KEYS |= {"images_per_sec", "time_s"}
+# Drives AdamW's decoupled weight decay (w -= lr * wd * w) far past float range in epoch 2:
+# epoch 1 trains at the warmup lr, epoch 2 at 1e30.
+EXPLODING_LR = [
+    "train.epochs=3",
+    "train.lr=1e30",
+    "train.lr_base_batch=8",
+    "train.warmup_epochs=1",
+    "train.warmup_lr=1e-4",
+    "train.sched_on_updates=false",
+]
+
+
+def folder_run(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [*TINY_RUN, "data=imagefolder", f"data.root={root}", f"hydra.run.dir={run_dir}", *extra]
+
+
+def run(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def test_one_epoch_on_an_image_folder_writes_the_whole_run_directory(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(folder_run(image_folder, run_dir, "+ablation=k7")) == 0
+    r = read_results(run_dir)
+    assert r["schema_version"] == 1 and r["status"] == "completed" and r["reason"] is None
+    assert (r["model"], r["presets"], r["layer_scale"]) == ("van_proxy", ["k7"], True)
+    assert r["lka"]["kernel_size"] == 7 and r["lka"]["resolved_dilation"] == 2
+    data = r["data"]
+    assert (data["name"], data["num_classes"], data["img_size"]) == ("imagefolder", 3, 32)
+    assert (data["num_train"], data["num_val"], data["skipped"]) == (24, 12, 0)
+    assert r["complexity"]["params"] == r["complexity"]["params_counted"] > 0
+    assert r["complexity"]["macs"] == r["complexity"]["macs_counted"] > 0
+    [epoch] = r["epochs"]
+    assert set(epoch) == EPOCH_KEYS and epoch["epoch"] == 1
+    assert all(math.isfinite(epoch[k]) for k in EPOCH_KEYS)
+    assert r["best"] == {k: epoch[k] for k in ("epoch", "val_top1", "val_top5")}
+    assert r["final"]["val_top1"] == epoch["val_top1"]
+    assert r["objective"] == {"names": ["best.val_top1"], "values": [epoch["val_top1"]]}
+    assert r["diverged"] is None and r["trial"] is None and r["wall_time_s"] > 0
+    assert r["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert "git_commit" in r and r["config"]["lka"]["kernel_size"] == 7
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == r["config"]
+    assert "epoch 1/1" in (run_dir / "train.log").read_text()
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["config"]) == (1, r["config"])
+    assert {"model", "optimizer", "scheduler", "ema", "step", "rng"} <= set(ckpt)
+
+
+def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(folder_run(image_folder, run_dir, "train.epochs=2")) == 0
+    r = read_results(run_dir)
+    model = load_run_model(run_dir, which="best")
+    data = DataConfig(**r["config"]["data"])
+    _, val, _ = build_loaders(data, batch_size=8, eval_batch_size=32, seed=0)
+    with torch.no_grad():
+        hits = sum((model(x).argmax(1) == y).sum().item() for x, y in val)
+    assert 100 * hits / r["data"]["num_val"] == pytest.approx(r["best"]["val_top1"])
+
+
+def test_one_epoch_on_the_builtin_data(tmp_path):
+    args = [*TINY_RUN, "data=builtin", "data.num_train=64", "data.num_val=32"]
+    args += [f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert run(args) == 0
+    r = read_results(tmp_path / "run")
+    assert r["status"] == "completed" and r["data"]["name"] == "builtin"
+    assert (r["data"]["num_train"], r["data"]["num_val"]) == (64, 32)
+
+
+def test_several_objectives_return_one_value_each(image_folder, tmp_path):
+    overrides = folder_run(image_folder, tmp_path, "objective=[final.val_top1,complexity.macs]")
+    overrides = [o for o in overrides if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    values = train_job(cfg, tmp_path / "run", presets=[])
+    r = read_results(tmp_path / "run")
+    assert values == [r["final"]["val_top1"], r["complexity"]["macs"]]
+    assert set(r["objective"]["names"]) <= set(OBJECTIVE_FIELDS)
+
+
+def test_gradient_accumulation_reaches_the_global_batch(image_folder, tmp_path):
+    extra = ["train.global_batch=16", "train.lr=1e-3", "train.lr_base_batch=32"]
+    assert run(folder_run(image_folder, tmp_path / "run", *extra)) == 0
+    setup = read_results(tmp_path / "run")["setup"]
+    # 24 images / batch 8 = 3 micro-batches: two updates (2 + the 1 left over).
+    assert (setup["global_batch"], setup["accum_steps"], setup["updates_per_epoch"]) == (16, 2, 2)
+    assert setup["lr"] == pytest.approx(5e-4)
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_rerunning_a_finished_command_resumes_instead_of_training_again(image_folder, tmp_path):
+    args = folder_run(image_folder, tmp_path / "run")
+    assert run(args) == 0
+    first = read_results(tmp_path / "run")
+    assert run(args) == 0
+    again = read_results(tmp_path / "run")
+    assert again["epochs"] == first["epochs"] and again["run_id"] == first["run_id"]
+    assert "resuming" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_resume_never_moves_the_previous_run_aside(image_folder, tmp_path):
+    args = folder_run(image_folder, tmp_path / "run")
+    assert run(args) == 0
+    first = read_results(tmp_path / "run")
+    assert run([*args, "resume=never"]) == 0
+    [old] = (tmp_path / "run" / "superseded").iterdir()
+    assert read_results(old)["run_id"] == first["run_id"]
+    assert read_results(tmp_path / "run")["run_id"] != first["run_id"]
+
+
+def test_a_non_finite_loss_stops_the_run_as_diverged(image_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(folder_run(image_folder, run_dir, *EXPLODING_LR)) == EXIT_DIVERGED
+    assert "error: loss became non-finite at epoch 2" in capsys.readouterr().err
+    r = read_results(run_dir)
+    assert r["status"] == "diverged" and "non-finite" in r["reason"]
+    assert len(r["epochs"]) == 1
+    d = r["diverged"]
+    assert d["epoch"] == 2 and d["step"] > 3  # epoch 1 had 3 steps
+    assert d["last_finite"]["step"] == d["step"] - 1
+    assert math.isfinite(d["last_finite"]["train_loss"]) and d["last_finite"]["epoch"] == 1
+    # The last good checkpoint (epoch 1) is kept; no non-finite weights were saved.
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_in_a_multirun_job_a_divergence_is_raised_for_the_sweeper(image_folder, tmp_path):
+    overrides = [o for o in folder_run(image_folder, tmp_path, *EXPLODING_LR) if "hydra." not in o]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    with pytest.raises(Diverged):
+        train_job(cfg, tmp_path / "run", presets=[])
+    assert read_results(tmp_path / "run")["status"] == "diverged"
+
+
+def test_a_trial_pruned_by_optuna_stops_with_status_pruned(image_folder, tmp_path):
+    journal = str(tmp_path / "journal.log")
+    storage = JournalStorage(JournalFileBackend(journal))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    # The sweeper keeps its pruner in the study; this one stops any top-1 below 101 %.
+    study_id = storage.get_study_id_from_name("s")
+    storage.set_study_system_attr(
+        study_id, SWEEP, {"pruner": {"name": "threshold", "lower": 101.0}}
+    )
+    study.ask()
+    trial = ["trial.storage=" + journal, "trial.study_name=s", "trial.number=0"]
+    assert run(folder_run(image_folder, tmp_path / "run", "train.epochs=3", *trial)) == 0
+    r = read_results(tmp_path / "run")
+    assert r["status"] == "pruned" and len(r["epochs"]) == 1
+    assert r["trial"] == {"study_name": "s", "number": 0}
+    assert r["objective"]["values"] == [r["epochs"][0]["val_top1"]]
+    reported = study.trials[0].intermediate_values
+    assert reported == {1: r["epochs"][0]["val_top1"]}

@@ -1,0 +1,57 @@
+"""W&B (logger=wandb): offline at once without a key or a server, its files in the run directory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import TINY_RUN, read_results
+
+from van_ablate.__main__ import main
+from van_ablate.wandb_logger import resolve_mode
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path, monkeypatch):
+    """No WANDB_* variables and a HOME without ~/.netrc: W&B has no key."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+
+
+def test_without_a_key_the_mode_is_offline_at_once(no_wandb_key):
+    started = time.time()
+    assert resolve_mode("auto") == "offline"
+    assert time.time() - started < 1.0
+
+
+def test_with_a_key_but_no_server_the_mode_is_offline(no_wandb_key, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert resolve_mode("auto") == "offline"
+
+
+def test_wandb_mode_in_the_environment_wins(no_wandb_key, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode("auto") == "disabled"
+    assert resolve_mode("online") == "disabled"
+
+
+def test_a_run_without_a_key_keeps_an_offline_wandb_run_in_its_directory(
+    no_wandb_key, image_folder, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY_RUN if not a.startswith("logger=")]
+    args += ["logger=wandb", "logger.log_every_steps=1", "+ablation=sigmoid", "data=imagefolder"]
+    args += [f"data.root={image_folder}", f"hydra.run.dir={run_dir}"]
+    main(args)
+    out = capsys.readouterr().out
+    [offline] = (run_dir / "wandb").glob("offline-run-*")
+    [record] = offline.glob("run-*.wandb")
+    run_id = read_results(run_dir)["run_id"]
+    assert record.name == f"run-{run_id}.wandb"
+    data = record.read_bytes()
+    for logged in (b"epoch/val_top1", b"train/loss", b"kernel_size", b"sigmoid", b"van_proxy"):
+        assert logged in data, logged
+    assert f"wandb sync {offline}" in out

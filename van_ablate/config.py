@@ -1,0 +1,296 @@
+"""The training job's config schema, and the one place it is checked.
+
+Hydra composes ``conf/`` onto :class:`Config` (registered as ``base_config``), so unknown keys
+and wrong types fail at composition; :func:`validate` then checks values and the ablation
+presets (paper Table 3, the kernel-size and LayerScale tables) and returns plain dataclasses that
+the rest of the code trusts::
+
+    cfg = validate(dict_config, presets=["no_dw_conv", "sigmoid"])
+    cfg.lka_spec  # LKASpec(dw_conv=False, gate='sigmoid', ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from van_ablate.data import DataConfig
+from van_ablate.errors import ConfigError
+from van_ablate.lka import LKASpec
+from van_ablate.results import OBJECTIVE_FIELDS
+from van_ablate.van import ARCHS
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
+LOGGERS = ("wandb", "none")
+WANDB_MODES = ("auto", "online", "offline")
+
+
+@dataclass
+class ModelConfig:
+    """``model`` group: which VAN, LayerScale, drop path and optional width/depth changes."""
+
+    name: str = "van_proxy"
+    layer_scale: bool = True
+    drop_path_rate: float = 0.0
+    dims: Optional[List[int]] = None  # noqa: UP006, UP045
+    depths: Optional[List[int]] = None  # noqa: UP006, UP045
+    mlp_ratios: Optional[List[float]] = None  # noqa: UP006, UP045
+
+
+@dataclass
+class LKAConfig:
+    """``lka`` group: the fields of :class:`van_ablate.LKASpec` (``dilation``: int or "auto")."""
+
+    kernel_size: int = 21
+    dilation: Any = "auto"
+    dw_conv: bool = True
+    dwd_conv: bool = True
+    pw_conv: bool = True
+    gate: str = "none"
+    combine: str = "mul"
+    dense: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """``train`` group: the recipe (optimizer, schedule, regularisation, precision)."""
+
+    epochs: int = 300
+    cooldown_epochs: int = 0
+    batch_size: int = 128  # per device and micro-step
+    eval_batch_size: int = 128
+    global_batch: Optional[int] = None  # noqa: UP045  (null: batch_size x devices, no accumulation)
+    lr: float = 1e-3  # at lr_base_batch; scaled linearly to the global batch
+    lr_base_batch: int = 1024
+    opt: str = "adamw"
+    weight_decay: float = 0.05
+    sched: str = "cosine"
+    sched_on_updates: bool = False
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-6
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.9998
+    clip_grad: Optional[float] = None  # noqa: UP045
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    deterministic: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """``logger`` group: W&B (``name: wandb``) or nothing (``name: none``)."""
+
+    name: str = "wandb"
+    project: str = "van-ablate"
+    entity: Optional[str] = None  # noqa: UP045
+    mode: str = "auto"
+    log_every_steps: int = 10
+    tags: List[str] = field(default_factory=list)  # noqa: UP006
+
+
+@dataclass
+class TrialConfig:
+    """Filled by the sweeper per job: where this job's Optuna trial lives."""
+
+    storage: Optional[str] = None  # noqa: UP045
+    study_name: Optional[str] = None  # noqa: UP045
+    number: Optional[int] = None  # noqa: UP045
+
+
+@dataclass
+class Config:
+    """The whole job; ``conf/config.yaml`` lists the groups that fill it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lka: LKAConfig = field(default_factory=LKAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
+    seed: int = 0
+    objective: List[str] = field(default_factory=lambda: ["best.val_top1"])  # noqa: UP006
+    resume: str = "auto"
+
+    @property
+    def lka_spec(self) -> LKASpec:
+        """The LKA to build (already checked by :func:`validate`)."""
+        return LKASpec.from_any(dataclasses.asdict(self.lka))
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore as ``base_config`` (``conf/config.yaml`` uses it)."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def validate(cfg: DictConfig | Config, presets: Sequence[str] = ()) -> Config:
+    """Check every value Hydra's types cannot, and return the config as plain dataclasses.
+
+    Raises :class:`ConfigError` naming the key, the value and what is allowed.
+    """
+    check_presets(presets)
+    if isinstance(cfg, DictConfig):
+        _check_keys(cfg, Config)
+        cfg = OmegaConf.to_object(cfg)
+    m, t, log = cfg.model, cfg.train, cfg.logger
+    _one_of("model.name", m.name, tuple(ARCHS))
+    _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
+    _check_arch(m)
+    cfg.lka_spec  # noqa: B018  (LKASpec raises ConfigError naming lka.<field>)
+    for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
+        _at_least(f"train.{key}", getattr(t, key), 1)
+    for key in ("cooldown_epochs", "warmup_epochs"):
+        _at_least(f"train.{key}", getattr(t, key), 0)
+    if t.global_batch is not None:
+        _at_least("train.global_batch", t.global_batch, 1)
+    for key in ("lr", "weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
+        _range(f"train.{key}", getattr(t, key), 0.0, float("inf"))
+    if t.lr <= 0:
+        raise ConfigError("train.lr", t.lr, "must be > 0")
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        _range(f"train.{key}", getattr(t, key), 0.0, 1.0)
+    _range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
+    _range("train.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
+    if t.clip_grad is not None and t.clip_grad <= 0:
+        raise ConfigError("train.clip_grad", t.clip_grad, "must be null or > 0")
+    _one_of("train.opt", t.opt, _timm_optimizers())
+    _one_of("train.sched", t.sched, SCHEDULES)
+    _one_of("train.precision", t.precision, PRECISIONS)
+    _one_of("train.device", t.device, DEVICES)
+    _one_of("logger.name", log.name, LOGGERS)
+    _one_of("logger.mode", log.mode, WANDB_MODES)
+    _at_least("logger.log_every_steps", log.log_every_steps, 1)
+    _at_least("seed", cfg.seed, 0)
+    if not cfg.objective:
+        raise ConfigError("objective", [], f"list one or more of {', '.join(OBJECTIVE_FIELDS)}")
+    for name in cfg.objective:
+        _one_of("objective", name, OBJECTIVE_FIELDS)
+    if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
+        raise ConfigError("resume", cfg.resume, "must be auto, never or an existing checkpoint")
+    tr = cfg.trial
+    if tr.storage is not None and (tr.study_name is None or tr.number is None):
+        raise ConfigError("trial.storage", tr.storage, "needs trial.study_name and trial.number")
+    return cfg
+
+
+def global_batch_steps(train: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(global batch, micro-batches accumulated per optimizer step) on ``world_size`` devices.
+
+    >>> global_batch_steps(TrainConfig(batch_size=128, global_batch=1024), world_size=1)
+    (1024, 8)
+    """
+    per_step = train.batch_size * world_size
+    if train.global_batch is None:
+        return per_step, 1
+    if train.global_batch % per_step:
+        raise ConfigError(
+            "train.global_batch",
+            train.global_batch,
+            f"must be a multiple of train.batch_size x devices = {per_step}",
+        )
+    return train.global_batch, train.global_batch // per_step
+
+
+def scaled_lr(train: TrainConfig, global_batch: int) -> float:
+    """The documented rule: lr grows linearly with the global batch, ``lr`` at ``lr_base_batch``.
+
+    >>> scaled_lr(TrainConfig(lr=1e-3, lr_base_batch=1024), 256)
+    0.00025
+    """
+    return train.lr * global_batch / train.lr_base_batch
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
+    path = CONF_DIR / "ablation" / f"{name}.yaml"
+    if not path.is_file():
+        allowed = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml"))
+        raise ConfigError("ablation", name, f"must be one of {', '.join(allowed)}")
+    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def check_presets(presets: Sequence[str]) -> None:
+    """Refuse two presets that set the same key to different values (Hydra would merge silently)."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for name in presets:
+        for key, value in preset_settings(name).items():
+            if key in seen and seen[key][1] != value:
+                first, first_value = seen[key]
+                raise ConfigError(
+                    "ablation",
+                    list(presets),
+                    f"presets {first} ({key}={first_value}) and {name} ({key}={value}) conflict; "
+                    "choose one",
+                )
+            seen.setdefault(key, (name, value))
+
+
+def _check_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """Refuse keys the schema lacks (a ``+key=value`` override can add them past Hydra)."""
+    fields = {f.name: f.type for f in dataclasses.fields(schema)}
+    for key in node:
+        path = f"{prefix}{key}"
+        if key not in fields:
+            value = node._get_node(key)._value()
+            raise ConfigError(
+                path, value, f"unknown key; {prefix[:-1] or 'the config'} has {', '.join(fields)}"
+            )
+        child_type = OmegaConf.get_type(node, key)
+        if dataclasses.is_dataclass(child_type) and isinstance(node[key], DictConfig):
+            _check_keys(node[key], child_type, f"{path}.")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _check_arch(m: ModelConfig) -> None:
+    stages = len(ARCHS[m.name]["dims"])
+    for key in ("dims", "depths", "mlp_ratios"):
+        value = getattr(m, key)
+        if value is None:
+            continue
+        if len(value) != stages or any(v <= 0 for v in value):
+            raise ConfigError(f"model.{key}", value, f"must be {stages} positive numbers or null")
+
+
+def _timm_optimizers() -> tuple[str, ...]:
+    from timm.optim import list_optimizers
+
+    return tuple(list_optimizers())
+
+
+def _one_of(key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(key, value, f"must be an integer >= {low}")
+
+
+def _range(key: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
+    if not (lo <= value < hi if hi_open else lo <= value <= hi):
+        raise ConfigError(key, value, f"must be in [{lo}, {hi}{')' if hi_open else ']'}")

@@ -1,0 +1,215 @@
+"""``results.json``: what one training run reports (schema 1, documented in the README).
+
+The per-epoch top-1 / top-5 (in percent) follow the paper's evaluation (ImageNet-1K val top-1,
+Sec. 4.1); params and MACs come from :mod:`van_ablate.complexity`. Objective names are dotted
+paths into this document, so sweepers can optimise any of :data:`OBJECTIVE_FIELDS`::
+
+    objective_values(results, ["best.val_top1", "complexity.macs"])  # -> [71.2, 151234560.0]
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from van_ablate.lka import LKASpec
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "completed", "diverged", "pruned", "failed")
+OBJECTIVE_FIELDS: tuple[str, ...] = (
+    "best.val_top1",
+    "best.val_top5",
+    "final.val_top1",
+    "final.val_top5",
+    "final.val_loss",
+    "final.images_per_sec",
+    "complexity.params",
+    "complexity.params_counted",
+    "complexity.macs",
+    "complexity.macs_counted",
+    "complexity.flops_paper",
+    "wall_time_s",
+)
+_PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "omegaconf", "optuna", "wandb", "numpy")
+
+
+def document(
+    *,
+    run_id: str,
+    run_name: str,
+    status: str,
+    reason: str | None,
+    model: str,
+    presets: list[str],
+    lka: LKASpec,
+    layer_scale: bool,
+    data: dict[str, Any],
+    seed: int,
+    complexity: dict[str, int],
+    setup: dict[str, Any],
+    epochs: list[dict[str, Any]],
+    objective: list[str],
+    diverged: dict[str, Any] | None,
+    trial: tuple[str, int] | None,
+    wall_time_s: float,
+    git_commit: str | None,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """A results.json document (schema 1); best, final and the objective derive from ``epochs``."""
+    best, final = summarize_epochs(epochs)
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "run_name": run_name,
+        "status": status,
+        "reason": reason,
+        "model": model,
+        "presets": presets,
+        "lka": lka.to_dict(),
+        "layer_scale": layer_scale,
+        "data": data,
+        "seed": seed,
+        "complexity": complexity,
+        "setup": setup,
+        "epochs": epochs,
+        "best": best,
+        "final": final,
+        "objective": {"names": objective, "values": []},
+        "diverged": diverged,
+        "trial": None if trial is None else {"study_name": trial[0], "number": trial[1]},
+        "wall_time_s": wall_time_s,
+        "git_commit": git_commit,
+        "versions": package_versions(),
+        "config": config,
+    }
+    doc["objective"]["values"] = objective_values(doc, objective)
+    return doc
+
+
+def summarize_epochs(epochs: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
+    """(best, final) from the per-epoch records; best is the highest val_top1, earliest on ties."""
+    if not epochs:
+        return None, None
+    best = max(epochs, key=lambda e: (e["val_top1"], -e["epoch"]))
+    last = epochs[-1]
+    return (
+        {k: best[k] for k in ("epoch", "val_top1", "val_top5")},
+        {k: last[k] for k in ("epoch", "val_top1", "val_top5", "val_loss", "images_per_sec")},
+    )
+
+
+def objective_values(results: dict[str, Any], names: list[str]) -> list[float]:
+    """The values of dotted ``names`` in ``results``; NaN where the run has none (no epoch)."""
+    values = []
+    for name in names:
+        node: Any = results
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values.append(float("nan") if node is None else float(node))
+    return values
+
+
+def epoch_counterpart(name: str) -> str:
+    """The per-epoch metric a pruner sees for objective ``name`` (val_top1 where none matches).
+
+    >>> epoch_counterpart("final.val_loss"), epoch_counterpart("complexity.macs")
+    ('val_loss', 'val_top1')
+    """
+    section, _, metric = name.partition(".")
+    if section in ("best", "final") and metric.startswith("val_"):
+        return metric
+    return "val_top1"
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on."""
+    out: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    out["van-ablate"] = __import__("van_ablate").__version__
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from (``+dirty`` with local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def format_summary(doc: dict[str, Any], run_dir: Path, wandb_sync: str | None = None) -> str:
+    """The one-screen end-of-run summary printed to the console."""
+    from tabulate import tabulate
+
+    lka, cx, best, final = doc["lka"], doc["complexity"], doc["best"], doc["final"]
+    parts = [p for p in ("dw_conv", "dwd_conv", "pw_conv") if lka[p]]
+    rows = [
+        ("status", doc["status"] + (f" ({doc['reason']})" if doc["reason"] else "")),
+        ("run dir", str(run_dir)),
+        (
+            "model",
+            f"{doc['model']}  presets: {', '.join(doc['presets']) or '-'}  "
+            f"layer_scale: {doc['layer_scale']}",
+        ),
+        (
+            "LKA",
+            f"K={lka['kernel_size']} d={lka['resolved_dilation']}  "
+            f"{'dense' if lka['dense'] else ' + '.join(parts)}  gate={lka['gate']}  "
+            f"combine={lka['combine']}",
+        ),
+        (
+            "data",
+            f"{doc['data']['name']}: {doc['data']['num_classes']} classes, "
+            f"{doc['data']['img_size']} px, {doc['data']['num_train']} train / "
+            f"{doc['data']['num_val']} val",
+        ),
+    ]
+    if cx:
+        rows.append(
+            (
+                "params / MACs",
+                f"{cx['params'] / 1e6:.3f} M / {cx['macs'] / 1e9:.4f} G "
+                f"(counted {cx['params_counted'] / 1e6:.3f} M / {cx['macs_counted'] / 1e9:.4f} G)",
+            )
+        )
+    epochs = doc["epochs"]
+    if best is not None:
+        rows += [
+            (
+                "epochs",
+                f"{len(epochs)}/{doc['setup']['epochs']}, best val_top1 "
+                f"{best['val_top1']:.2f} % at epoch {best['epoch']}",
+            ),
+            (
+                "final",
+                f"val_top1 {final['val_top1']:.2f} %  val_top5 {final['val_top5']:.2f} %"
+                f"  val_loss {final['val_loss']:.4f}  {final['images_per_sec']:.0f} img/s",
+            ),
+        ]
+    names, values = doc["objective"]["names"], doc["objective"]["values"]
+    rows += [
+        ("objective", ", ".join(f"{n} = {v:.6g}" for n, v in zip(names, values, strict=True))),
+        ("wall time", f"{doc['wall_time_s']:.1f} s"),
+    ]
+    if wandb_sync:
+        rows.append(("W&B (offline)", wandb_sync))
+    return tabulate(rows, tablefmt="plain")

@@ -1,0 +1,80 @@
+"""Run directories: a deterministic name per command, and the trained model of a finished run.
+
+``python -m van_ablate +ablation=no_sigmoid seed=1`` always writes to
+``runs/van_proxy/no_sigmoid-s1``, so typing it again continues that run. Any other override adds
+a short hash (``no_sigmoid-s1-3fa2c1d0``). A run directory holds ``config.yaml``, ``train.log``,
+``results.json``, ``checkpoints/{last,best}.pt`` and ``wandb/``::
+
+    model = load_run_model("runs/van_proxy/no_sigmoid-s1", which="best")
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from van_ablate import checkpoint
+
+# Overrides that do not name a different experiment: they are in the name itself (presets, seed;
+# the model group is the parent folder) or change only logging, resuming and scoring.
+_NOT_HASHED = ("ablation", "seed", "model", "resume", "objective")
+_NOT_HASHED_GROUPS = ("logger", "trial")
+
+
+def presets_from_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ablation presets an override list selects, in the order given.
+
+    >>> presets_from_overrides(["+ablation=[no_dw_conv,sigmoid]", "seed=1"])
+    ['no_dw_conv', 'sigmoid']
+    """
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group == "ablation":
+            value = override.value()
+            return [str(v) for v in (value if isinstance(value, list) else [value])]
+    return []
+
+
+def run_name(overrides: Sequence[str], seed: int) -> str:
+    """``<presets>-s<seed>[-<hash of the other overrides>]``; presets sorted, ``default`` if none.
+
+    >>> run_name(["+ablation=[sigmoid,no_dw_conv]", "seed=2"], 2)
+    'no_dw_conv+sigmoid-s2'
+    >>> run_name(["lka.kernel_size=35", "logger=none"], 0)
+    'default-s0-947adf13'
+    """
+    presets = presets_from_overrides(overrides)
+    hashed = [
+        o.input_line
+        for o in OverridesParser.create().parse_overrides(list(overrides))
+        if o.key_or_group not in _NOT_HASHED
+        and o.key_or_group.split(".")[0] not in _NOT_HASHED_GROUPS
+    ]
+    name = f"{'+'.join(sorted(presets)) or 'default'}-s{seed}"
+    if hashed:
+        name += "-" + hashlib.sha1("\n".join(sorted(hashed)).encode()).hexdigest()[:8]
+    return name
+
+
+def model_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
+    """timm.create_model keyword arguments from a checkpoint's ``model_args``."""
+    return {k: v for k, v in model_args.items() if k != "model_name" and v is not None}
+
+
+def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
+    """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which={which!r}: must be 'best' or 'last'")
+    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {which} checkpoint (has the run finished an epoch?)")
+    state = checkpoint.load(path)
+    args = state["model_args"]
+    model = timm.create_model(args["model_name"], **model_kwargs(args))
+    model.load_state_dict(state["model"])
+    return model.eval()
