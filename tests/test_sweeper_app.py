@@ -1,0 +1,155 @@
+"""Optuna sweeps of the real training app (``python -m van_ablate -m``) and the ready studies.
+
+Jobs train van_proxy for one epoch on a few dozen built-in images (32 px), so a trial takes
+seconds. The studies in ``experiments/`` are checked by composing them with Hydra at both
+scales and validating what the sweeper would run, without training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import REPO, TINY_RUN, run_app
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from hydra_plugins.van_ablate_sweeper._impl import plan
+from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
+
+TINY_DATA = ["data.num_train=48", "data.num_val=24"]
+EXPERIMENTS = REPO / "experiments"
+
+
+def sweep_app(sweep_dir: Path, *args: str, ok: bool = True, flags: tuple[str, ...] = ()):
+    base = ["hydra/sweeper=van_optuna", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN, *TINY_DATA]
+    proc = run_app(["-m", *flags, *base, *args], cwd=sweep_dir.parent)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def load(sweep_dir: Path, name: str) -> optuna.Study:
+    storage = open_storage(str(sweep_dir / JOURNAL_NAME))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_a_tpe_study_of_the_training_app_completes_and_writes_its_summary(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_app(
+        sweep_dir,
+        "hydra.sweeper.study_name=k",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.seed=0",
+        "lka.kernel_size=choice(7,21)",
+        "train.epochs=2",
+    )
+    trials = load(sweep_dir, "k").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
+        assert results["trial"] == {"study_name": "k", "number": t.number}
+        assert results["lka"]["kernel_size"] == t.params["lka.kernel_size"]
+        assert t.value == pytest.approx(results["best"]["val_top1"])
+        curve = [e["val_top1"] for e in results["epochs"]]
+        assert [t.intermediate_values[e] for e in (1, 2)] == pytest.approx(curve)
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert summary["best_value"] == pytest.approx(max(t.value for t in trials))
+    assert summary["counts"]["complete"] == 2 and summary["epochs_run"] == 4
+
+
+def test_a_diverging_training_job_is_a_failed_trial_and_the_sweep_completes(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_app(
+        sweep_dir,
+        "hydra.sweeper.study_name=lr",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.max_failure_rate=0.5",
+        "train.lr=choice(1e-3,1e30)",
+    )
+    trials = {t.params["train.lr"]: t for t in load(sweep_dir, "lr").trials}
+    assert trials[1e-3].state == TrialState.COMPLETE
+    assert trials[1e30].state == TrialState.FAIL
+    assert trials[1e30].user_attrs["reason"].startswith("diverged: loss became non-finite")
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert [f["params"] for f in summary["failures"]] == [{"train.lr": 1e30}]
+
+
+def test_bad_sweeper_input_ends_in_one_line_before_any_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = sweep_app(sweep_dir, "hydra.sweeper.direction=[maximize,minimize]", ok=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.direction=['maximize', 'minimize']: needs one direction per "
+        "objective ['best.val_top1'] (1)"
+    ]
+    assert not list(sweep_dir.glob("trial_*"))
+
+
+def test_the_nas_study_searches_lka_and_sizes_and_returns_a_pareto_front(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_app(
+        sweep_dir,
+        "+study=nas",
+        "hydra.sweeper.n_trials=3",
+        *TINY_RUN,  # the study's scale=proxy sets bigger data and more epochs
+        *TINY_DATA,
+        flags=(f"--config-dir={EXPERIMENTS}",),
+    )
+    study = load(sweep_dir, "nas_van_proxy")
+    assert len(study.trials) == 3
+    for t in study.trials:
+        results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
+        assert results["lka"]["kernel_size"] == t.params["lka.kernel_size"]
+        assert results["config"]["model"]["depths"][2] == t.params["model.depths.2"]
+        assert "complexity.macs <= 2.5e+06" in t.constraints
+        if t.state == TrialState.COMPLETE:
+            assert t.values == [results["best"]["val_top1"], results["complexity"]["macs"]]
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert summary["objectives"] == ["best.val_top1", "complexity.macs"]
+    front = summary["solutions"]
+    assert front and all(v <= 0 for s in front for v in s["constraints"].values())
+
+
+@pytest.fixture
+def compose_study():
+    import van_ablate.__main__  # noqa: F401  (registers the schema and the run-name resolver)
+
+    GlobalHydra.instance().clear()
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=[f"hydra.searchpath=[file://{EXPERIMENTS}]", *overrides],
+                return_hydra_config=True,
+            )
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("study", ["table3", "kernel_size", "kernel_size_grid", "nas"])
+@pytest.mark.parametrize("scale", ["proxy", "paper", "paper launcher=local"])
+def test_every_ready_study_composes_and_passes_the_sweeper_checks(
+    compose_study, tmp_path, study, scale
+):
+    cfg = compose_study(f"+study={study}", *f"scale={scale}".split())
+    launcher = cfg.hydra.launcher._target_.rsplit(".", 1)[-1]
+    assert launcher == ("SlurmLauncher" if scale == "paper" else "BasicLauncher")
+    settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+    p = plan(settings, cfg, [], tmp_path)
+    assert p.study_name == f"{study}_{cfg.model.name}"
+    assert cfg.model.name == ("van_proxy" if scale == "proxy" else "van_b0")
+    expected = {"table3": 8 * 3, "kernel_size": 4 * 3, "kernel_size_grid": 5 * 5}
+    if study in expected:
+        assert p.n_trials == expected[study]
+    else:
+        assert [c.field for c in p.constraints] == ["complexity.macs"]
+        assert p.pruning_study == f"nas_{cfg.model.name}.pruning"

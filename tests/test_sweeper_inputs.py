@@ -1,0 +1,175 @@
+"""What the van_optuna sweeper accepts, and the one-line errors for what it does not.
+
+These run in-process on :func:`plan` / :func:`open_study` (what the sweeper does before any
+job starts) with plain settings, the way Hydra hands them to the sweeper.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.van_ablate_sweeper import config as sweeper_config
+from hydra_plugins.van_ablate_sweeper._impl import open_study, plan
+from van_ablate.errors import ConfigError
+from van_ablate.sweep.factories import PRUNERS, SAMPLERS, make_pruner
+from van_ablate.sweep.space import parse_space
+from van_ablate.sweep.storage import open_storage
+
+APP_CONFIG = OmegaConf.create({"objective": ["best.val_top1"]})
+
+
+def settings(**changes) -> dict:
+    base = {
+        "sampler": {"name": "tpe", "seed": None},
+        "pruner": {"name": "none"},
+        "direction": "maximize",
+        "study_name": "s",
+        "storage": None,
+        "n_trials": 4,
+        "n_jobs": 1,
+        "max_failure_rate": 0.25,
+        "params": {"lka.kernel_size": "choice(7, 21)"},
+        "custom_search_space": None,
+        "search_space": None,
+        "constraints": [],
+        "stale_after_s": 120.0,
+    }
+    return {**base, **changes}
+
+
+def make_plan(tmp_path: Path, config=APP_CONFIG, arguments=(), **changes):
+    return plan(settings(**changes), config, list(arguments), tmp_path)
+
+
+def test_override_syntax_becomes_optuna_distributions():
+    space = parse_space(
+        {
+            "a": "choice(7, 14, 21)",
+            "b": "range(1, 4)",
+            "c": "tag(log, interval(1e-4, 1e-1))",
+            "d": "int(interval(1, 8))",
+            "e": "range(0, 1, step=0.25)",
+            "f": "choice([1,1,2,1],[2,2,4,2])",
+            "g": "auto",
+        }
+    )
+    d = space.distributions
+    assert d["a"] == CategoricalDistribution((7, 14, 21))
+    assert d["b"] == IntDistribution(1, 3)  # range() excludes stop, as in Hydra
+    assert d["c"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert d["d"] == IntDistribution(1, 8)
+    assert d["e"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert d["f"] == CategoricalDistribution(("[1,1,2,1]", "[2,2,4,2]"))
+    assert space.fixed == {"g": "auto"}
+
+
+def test_command_line_sweeps_replace_params_of_the_same_key():
+    space = parse_space({"x": "choice(1, 2)", "y": "3"}, ["x=range(0,3)", "y=choice(5,6)"])
+    assert space.distributions == {
+        "x": IntDistribution(0, 2),
+        "y": CategoricalDistribution((5, 6)),
+    }
+    assert space.fixed == {}
+
+
+def test_every_sampler_and_pruner_group_option_passes_its_keys_to_optuna(tmp_path):
+    assert set(sweeper_config.SAMPLERS) == set(SAMPLERS)
+    assert set(sweeper_config.PRUNERS) == set(PRUNERS)
+    for name, args in sweeper_config.SAMPLERS.items():
+        directions = ["maximize"] if name == "cmaes" else ["maximize", "minimize"]
+        config = OmegaConf.create(
+            {"objective": ["best.val_top1", "complexity.macs"][: len(directions)]}
+        )
+        p = make_plan(
+            tmp_path, config, sampler={"name": name, "seed": 0, **args}, direction=directions
+        )
+        assert type(p.sampler) is SAMPLERS[name]
+    for name, args in sweeper_config.PRUNERS.items():
+        bound = {"lower": 50.0} if name == "threshold" else {}  # it needs one bound
+        make_plan(tmp_path, pruner={"name": name, **args, **bound})
+
+
+def test_a_grid_caps_n_trials_at_its_size(tmp_path):
+    p = make_plan(
+        tmp_path, sampler={"name": "grid"}, n_trials=100, arguments=["seed=choice(0,1,2)"]
+    )
+    assert p.n_trials == 2 * 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "allowed"),
+    [
+        (dict(sampler={"name": "annealing"}), "hydra.sweeper.sampler.name", "must be one of tpe"),
+        (dict(sampler={"name": "tpe", "startup": 3}), "hydra.sweeper.sampler.startup", "allowed:"),
+        (dict(pruner={"name": "asha"}), "hydra.sweeper.pruner.name", "must be one of none"),
+        (dict(params={"x": "choice(1, 2"}), "hydra.sweeper.params.x", "must be a fixed value"),
+        (dict(params={"x": "tag(exp, interval(1, 2))"}), "hydra.sweeper.params.x", "tag"),
+        (
+            dict(params={"x": "interval(1, 2)"}, sampler={"name": "grid"}),
+            "hydra.sweeper.params.x",
+            "grid",
+        ),
+        (dict(direction=["maximize", "minimize"]), "hydra.sweeper.direction", "one direction per"),
+        (dict(direction="up"), "hydra.sweeper.direction", "minimize, maximize"),
+        (dict(n_trials=0), "hydra.sweeper.n_trials", ">= 1"),
+        (dict(max_failure_rate=2.0), "hydra.sweeper.max_failure_rate", "[0, 1]"),
+        (dict(constraints=["macs < 1e9"]), "hydra.sweeper.constraints", "<= <number>"),
+        (dict(constraints=["macs <= 1e9"]), "hydra.sweeper.constraints", "complexity.macs"),
+        (dict(search_space={"x": {"type": "int"}}), "hydra.sweeper.search_space", "params"),
+        (dict(custom_search_space="no.such.fn"), "hydra.sweeper.custom_search_space", "fn(cfg"),
+        (dict(sampler={"name": "cmaes"}, direction=["maximize", "minimize"]), "sampler", "nsgaii"),
+    ],
+)
+def test_bad_settings_fail_in_one_line_naming_key_and_what_is_allowed(
+    tmp_path, changes, key, allowed
+):
+    config = APP_CONFIG
+    if changes.get("direction") == ["maximize", "minimize"] and "sampler" in changes:
+        config = OmegaConf.create({"objective": ["best.val_top1", "complexity.macs"]})
+    with pytest.raises(ConfigError) as err:
+        make_plan(tmp_path, config, **changes)
+    message = str(err.value)
+    assert "\n" not in message and key in message and allowed in message
+
+
+def test_an_objective_that_is_not_a_results_field_is_refused(tmp_path):
+    config = OmegaConf.create({"objective": ["epochs.-1.images_per_sec"]})
+    with pytest.raises(ConfigError, match=r"^objective='epochs.-1.images_per_sec': must be one of"):
+        make_plan(tmp_path, config)
+
+
+def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path}/missing/dir/study.db"
+    with pytest.raises(ConfigError) as err:
+        open_storage(url)
+    assert str(err.value).startswith(f"hydra.sweeper.storage={url!r}: must be a journal file")
+    assert "\n" not in str(err.value)
+
+
+def test_resuming_with_another_search_space_or_directions_is_refused(tmp_path):
+    storage = open_storage(str(tmp_path / "journal.log"))
+    open_study(make_plan(tmp_path), storage)
+    changed = make_plan(tmp_path, params={"lka.kernel_size": "choice(7, 21, 28)"})
+    with pytest.raises(
+        ConfigError, match=r"hydra.sweeper.params='lka.kernel_size'.*new study_name"
+    ):
+        open_study(changed, storage)
+    config = OmegaConf.create({"objective": ["final.val_top1"]})
+    with pytest.raises(ConfigError, match=r"^objective=\['final.val_top1'\]: study 's'"):
+        open_study(make_plan(tmp_path, config), storage)
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.direction=\['minimize'\]"):
+        open_study(make_plan(tmp_path, direction="minimize"), storage)
+    same = make_plan(tmp_path, pruner={"name": "median"})  # a new pruner is fine
+    study, _ = open_study(same, storage)
+    assert isinstance(study, optuna.Study)
+
+
+def test_pruner_none_switches_off_a_study_s_tuned_pruner(tmp_path):
+    p = make_plan(tmp_path, pruner={"name": "none", "n_startup_trials": 4})
+    assert p.pruning_study is None
+    assert type(make_pruner(p.pruner_spec)).__name__ == "NopPruner"

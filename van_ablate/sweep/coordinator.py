@@ -1,0 +1,109 @@
+"""How many sweep processes share one study and still finish exactly ``n_trials``.
+
+Every decision that depends on other processes is taken inside :func:`study_lock`: a process
+fails the trials whose owner died (and enqueues their parameters once, Optuna's
+``failed_trial`` convention, so a preempted job resumes from its checkpoint), then takes the
+next trial only while the trials that count stay below ``n_trials``. A trial that was failed and
+retried no longer counts; its retry does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from van_ablate.sweep.storage import Worker, is_alive
+
+SWEEP = "van_ablate.sweep"  # study system attr: search space, directions, pruner, ...
+OWNER = "van_ablate.worker"  # system attr: the sweep process that runs the trial
+PRUNED_AT = "van_ablate.pruned_at_epoch"  # system attr: set by the job when its pruner stops it
+PRUNING_TRIAL = "van_ablate.pruning_trial"  # system attr: its twin in the pruning study
+SUPERSEDED = "van_ablate.superseded"  # system attr: failed as stale, its retry counts instead
+REASON = "reason"  # user attr: why a trial failed (or why it was retried)
+RETRIED_FROM = "failed_trial"  # system attr set by Optuna's retry callbacks, kept the same here
+
+
+def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count towards ``n_trials``: all but the stale ones that were retried."""
+    return [t for t in trials if not t.system_attrs.get(SUPERSEDED)]
+
+
+def root_number(trial: FrozenTrial) -> int:
+    """The number of the first trial of a retry chain (its run directory is reused)."""
+    return int(trial.system_attrs.get(RETRIED_FROM, trial.number))
+
+
+def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """``{"complete": n, "pruned": n, "fail": n, "running": n, "waiting": n, "retried": n}``."""
+    counts = Counter(t.state.name.lower() for t in counted(trials))
+    out = {s: counts.get(s, 0) for s in ("complete", "pruned", "fail", "running", "waiting")}
+    out["retried"] = len(trials) - len(counted(trials))
+    return out
+
+
+def fail_stale(
+    study: optuna.Study,
+    storage: BaseStorage,
+    study_id: int,
+    stale_after_s: float,
+    retry: bool = True,
+) -> list[FrozenTrial]:
+    """Fail RUNNING trials whose sweep process is gone; re-enqueue each one's parameters once.
+
+    Call it while holding :func:`~van_ablate.sweep.storage.study_lock`. Returns the failed trials.
+    """
+    attrs = storage.get_study_system_attrs(study_id)
+    stale = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not is_alive(Worker.from_dict(t.system_attrs.get(OWNER)), attrs, stale_after_s)
+    ]
+    for t in stale:
+        owner = t.system_attrs.get(OWNER) or {}
+        again = retry and RETRIED_FROM not in t.system_attrs
+        reason = f"stale: sweep process {owner.get('host')}:{owner.get('pid')} stopped while it ran"
+        storage.set_trial_user_attr(t._trial_id, REASON, reason + ("; retried" if again else ""))
+        if again:
+            storage.set_trial_system_attr(t._trial_id, SUPERSEDED, True)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        if again:
+            study.add_trial(_retry_of(t))
+    return stale
+
+
+def _retry_of(trial: FrozenTrial) -> FrozenTrial:
+    system_attrs: dict[str, Any] = {
+        "fixed_params": trial.params,
+        RETRIED_FROM: root_number(trial),
+        "retry_history": [*trial.system_attrs.get("retry_history", []), trial.number],
+    }
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != REASON}
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=user_attrs,
+        system_attrs=system_attrs,
+        intermediate_values=trial.intermediate_values,
+    )
+
+
+def take_trial(
+    study: optuna.Study, storage: BaseStorage, n_trials: int, worker: Worker
+) -> optuna.Trial | None:
+    """The next trial for ``worker``: a waiting one first, else a new one while under budget.
+
+    Call it while holding the study lock, after :func:`fail_stale`.
+    """
+    trials = study.get_trials(deepcopy=False)
+    waiting = any(t.state == TrialState.WAITING for t in trials)
+    if not waiting and len(counted(trials)) >= n_trials:
+        return None
+    trial = study.ask()
+    storage.set_trial_system_attr(trial._trial_id, OWNER, worker.to_dict())
+    return trial
