@@ -1,0 +1,231 @@
+"""Report figures (matplotlib, PNG and SVG): top-1 against K and against MACs, curves, studies.
+
+The kernel-size figure redraws the paper's kernel-size table (Sec. 4.3) as a curve, the MACs figure
+puts Table 3's trade-off beside our runs and a study's Pareto front, the curves show each preset's
+validation top-1 over seeds, and a study gets Optuna's own optimisation history and parameter
+importances. Each function returns a Figure, or None when its inputs hold nothing to draw.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
+
+from analysis.collect import spec_columns
+from van_ablate import paper
+from van_ablate.io import atomic_write
+from van_ablate.lka import LKASpec, auto_dilation
+
+log = logging.getLogger("analysis")
+FORMATS = ("png", "svg")
+# The paper's LKA in everything but K and d: the runs the kernel-size figure draws.
+_DEFAULTS = {
+    k: v for k, v in spec_columns(LKASpec()).items() if k not in ("kernel_size", "dilation")
+}
+
+
+def save(fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write ``fig`` as ``out_dir/name.png`` and ``.svg`` (atomically) and close it."""
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{name}.{fmt}"
+        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=110))
+        paths.append(path)
+        fig.set_layout_engine("none")  # laid out by the first save; the others reuse it
+    plt.close(fig)
+    return paths
+
+
+def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | None:
+    """(a) our top-1 against K per model, d = Eq. 3's choice; (b) Δ to K=21, ours and paper's."""
+    done = runs[(runs["status"] == "completed") & runs["layer_scale"].astype(bool)]
+    for col, value in _DEFAULTS.items():
+        done = done[done[col] == value]
+    done = done[done["dilation"] == done["kernel_size"].map(auto_dilation)]
+    if done.empty:
+        return None
+    fig, (ax, dax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for (model, data), group in done.groupby(["model", "data"], dropna=False):
+        stats = group.groupby("kernel_size")[metric].agg(["mean", "std", "count"])
+        ax.errorbar(
+            stats.index,
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=f"{model} {data} (n={int(stats['count'].sum())})",
+        )
+        if 21 in stats.index:
+            dax.plot(stats.index, stats["mean"] - stats.loc[21, "mean"], marker="o", label=model)
+    k = [r.lka.kernel_size for r in paper.KERNEL_TABLE]
+    top1 = np.array([r.top1 for r in paper.KERNEL_TABLE])
+    dax.plot(k, top1 - top1[k.index(21)], marker="*", ms=10, color="k", label="paper (VAN-B0)")
+    ax.set(xlabel="kernel size K (d by Eq. 3)", ylabel="top-1 (%)", title="Top-1 against K")
+    dax.set(xlabel="kernel size K", ylabel="Δ top-1 to K=21 (points)", title="Δ to K=21")
+    dax.axhline(0, color="0.7", lw=0.8)
+    for a in (ax, dax):
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    return fig
+
+
+def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:
+    """Points no other point beats on both fewer MACs and higher top-1 (2-D, so a sort suffices).
+
+    >>> pareto_mask(np.array([1, 2, 3]), np.array([50.0, 40.0, 60.0])).tolist()
+    [True, False, True]
+    """
+    order = np.lexsort((-top1, macs))
+    mask = np.zeros(len(macs), dtype=bool)
+    best = -np.inf
+    for i in order:
+        if top1[i] > best:
+            mask[i], best = True, top1[i]
+    return mask
+
+
+# Trials that cannot be on the front: pruned ones ran only some epochs, infeasible ones broke
+# the sweep's constraints.
+_OFF_FRONT = {
+    "pruned": {"marker": "o", "facecolors": "none", "edgecolors": "C1"},
+    "infeasible": {"marker": "x", "color": "0.6"},
+}
+
+
+def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Figure | None:
+    """(a) our points (``macs``, ``top1``, ``label``, ``kind``) and their front; (b) the paper's.
+
+    The paper's points (Table 3 and kernel-size rows, VAN-B0 on ImageNet, FLOPs as printed) get
+    their own panel: at proxy scale ours sit two orders of magnitude lower on the MACs axis.
+    """
+    points = points.dropna(subset=["macs", "top1"])
+    if points.empty:
+        return None
+    fig, (ax, pax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    ok = points[points["kind"] == "complete"]
+    front = ok[pareto_mask(ok["macs"].to_numpy(float), ok["top1"].to_numpy(float))]
+    front = front.sort_values("macs")
+    ax.scatter(ok["macs"], ok["top1"], s=18, alpha=0.6, label=f"ours (n={len(ok)})")
+    for kind, style in _OFF_FRONT.items():
+        off = points[points["kind"] == kind]
+        if len(off):
+            ax.scatter(off["macs"], off["top1"], s=18, label=f"{kind} (n={len(off)})", **style)
+    ax.step(front["macs"], front["top1"], where="post", color="C3", label="Pareto front")
+    for _, p in front.iterrows():
+        ax.annotate(
+            str(p["label"]),
+            (p["macs"], p["top1"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    if points["macs"].max() > 10 * points["macs"].min():
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="MACs per image", ylabel="top-1 (%)", title=title)
+    rows = [*paper.TABLE3, *paper.KERNEL_TABLE]
+    paper_front = pareto_mask(np.array([r.flops for r in rows]), np.array([r.top1 for r in rows]))
+    for i, (row, on_front) in enumerate(zip(rows, paper_front, strict=True)):
+        pax.scatter(
+            row.flops * 1e9,
+            row.top1,
+            marker="*o^sDvP<>Xdh"[i % 12],
+            s=60,
+            color=f"C{i % 10}",
+            edgecolor="k" if on_front else "none",
+            label=row.label,
+        )
+    pax.set(
+        xscale="log",
+        xlabel="FLOPs per image (paper convention)",
+        ylabel="top-1 (%)",
+        title="Paper: VAN-B0 on ImageNet-1K, 224²",
+    )
+    pax.legend(
+        fontsize=6, ncol=2, loc="lower right", title="black edge: paper's front", title_fontsize=6
+    )
+    for a in (ax, pax):
+        a.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
+    """Validation top-1 and train loss per epoch: per preset, mean over seeds and min-max band."""
+    labelled = epochs.merge(runs[["run_id", "presets", "kernel_size", "model"]], on="run_id")
+    if labelled.empty:
+        return None
+    labelled["label"] = labelled["presets"].where(labelled["presets"] != "", "(no preset)")
+    labelled["label"] = labelled["model"] + " " + labelled["label"]
+    fig, (ax, lax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    colors = plt.get_cmap("tab20").colors  # 14 presets: tab10 would repeat colours
+    for i, (label, group) in enumerate(labelled.groupby("label")):
+        color = colors[i % len(colors)]
+        for a, col in ((ax, "val_top1"), (lax, "train_loss")):
+            stats = group.groupby("epoch")[col].agg(["mean", "min", "max"])
+            n = group["run_id"].nunique()
+            a.plot(stats.index, stats["mean"], color=color, label=f"{label} (n={n})")
+            a.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+    ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="Validation top-1 (mean, min-max)")
+    lax.set(xlabel="epoch", ylabel="train loss", title="Train loss (mean, min-max)")
+    ax.legend(fontsize=7, ncol=2)
+    for a in (ax, lax):
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def study_history(study: optuna.Study, target_name: str) -> Figure | None:
+    """Optuna's optimisation history of the first objective."""
+    if not any(t.state.name == "COMPLETE" for t in study.trials):
+        return None
+    # Optuna's plots switch the global style to ggplot; the context puts it back afterwards.
+    with warnings.catch_warnings(), plt.style.context("ggplot"):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_optimization_history(
+            study, target=_first_value(study), target_name=target_name
+        )
+    return _sized(ax.figure)
+
+
+def study_importances(study: optuna.Study, target_name: str) -> Figure | None:
+    """Optuna's parameter importances for the first objective; None if there is too little."""
+    # Optuna's plots switch the global style to ggplot; the context puts it back afterwards.
+    with warnings.catch_warnings(), plt.style.context("ggplot"):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "PedAnovaImportanceEvaluator computes")  # sign handled
+        try:
+            ax = optuna.visualization.matplotlib.plot_param_importances(
+                study, target=_first_value(study, for_importance=True), target_name=target_name
+            )
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            log.warning("no parameter importances for study %s: %s", study.study_name, e)
+            return None
+    if not ax.patches:  # no parameter varied over the completed trials
+        plt.close(ax.figure)
+        return None
+    return _sized(ax.figure)
+
+
+def _first_value(study: optuna.Study, for_importance: bool = False):
+    if len(study.directions) == 1:
+        return None
+    # Importance evaluators read a target as "lower is better"; a maximised top-1 is negated.
+    sign = -1 if for_importance and study.directions[0].name == "MAXIMIZE" else 1
+    return lambda t: sign * t.values[0]
+
+
+def _sized(fig: Figure) -> Figure:
+    fig.set_size_inches(7, 4)
+    fig.set_layout_engine("constrained")
+    return fig

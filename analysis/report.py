@@ -1,0 +1,282 @@
+"""``python -m analysis.report``: the paper's tables and our figures, regenerated from runs.
+
+One command per report, each reading run directories and/or an Optuna storage (and a W&B project
+when logged in), writing Markdown / LaTeX / CSV tables, PNG + SVG figures and one self-contained
+HTML page into ``--out``::
+
+    python -m analysis.report table3 multirun/table3_van_proxy --out reports/table3
+    python -m analysis.report kernel runs/van_proxy --format md,csv --out reports/kernel
+    python -m analysis.report pareto --storage multirun/nas_van_proxy/optuna_journal.log
+    python -m analysis.report all runs/ --storage sqlite:///studies.db --study table3
+
+Table 3, the kernel-size table and the LayerScale table are those of "Visual Attention Network"
+(Sec. 4.2-4.3); bad input prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from analysis import figures, render
+from analysis.collect import Collection, empty, load_runs
+from analysis.studies import load_study, results_paths, trials_frame
+from analysis.tables import METRICS, TABLES, build_table
+from van_ablate.errors import EXIT_CONFIG, ConfigError
+from van_ablate.io import atomic_write_text
+
+log = logging.getLogger("analysis")
+FORMATS = ("md", "tex", "csv", "html")
+FIGURES = ("kernel_size", "pareto", "curves", "history", "importances")
+#: report -> (tables, figures)
+REPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "table3": (("table3",), ("pareto", "curves")),
+    "kernel": (("kernel",), ("kernel_size", "curves")),
+    "layer_scale": (("layer_scale",), ("curves",)),
+    "pareto": ((), ("pareto", "history", "importances")),
+    "all": (TABLES, FIGURES),
+}
+
+
+@dataclasses.dataclass
+class Report:
+    """What one report wrote: every file, the tables by name and the figure files."""
+
+    files: list[Path]
+    tables: dict[str, pd.DataFrame]
+    figures: list[Path]
+
+
+def make_report(
+    kind: str,
+    data: Collection,
+    out: Path,
+    *,
+    study: optuna.Study | None = None,
+    formats: Sequence[str] = FORMATS,
+    metric: str = "best",
+    svg: bool = True,
+) -> Report:
+    """Write report ``kind`` of ``data`` (and ``study``) into ``out``.
+
+    >>> make_report("table3", load_runs(["runs"]), Path("reports/table3"))  # doctest: +SKIP
+    """
+    table_names, figure_names = REPORTS[kind]
+    files: list[Path] = []
+    tables = {name: build_table(name, data.runs, metric) for name in table_names}
+    for name, table in tables.items():
+        writers = {
+            "md": lambda t=table, n=name: render.to_markdown(t, n),
+            "tex": lambda t=table, n=name: render.to_latex(t, n),
+            "csv": lambda t=table: render.to_csv(t),
+        }
+        for fmt in (f for f in formats if f in writers):
+            files.append(atomic_write_text(out / f"{name}.{fmt}", writers[fmt]()))
+    front = pareto_front(data, METRICS[metric]) if "pareto" in figure_names else None
+    if front is not None:
+        files.append(atomic_write_text(out / "pareto_front.csv", front.to_csv(index=False)))
+        if "md" in formats:
+            md = front.to_markdown(index=False)
+            files.append(atomic_write_text(out / "pareto_front.md", md + "\n"))
+    if not data.trials.empty:
+        files.append(atomic_write_text(out / "trials.csv", data.trials.to_csv(index=False)))
+    pngs = []
+    for name in figure_names:
+        fig = _figure(name, data, study, METRICS[metric])
+        if fig is None:
+            log.warning("no %s figure: nothing to plot in the inputs", name)
+            continue
+        saved = figures.save(fig, out / "figures", name, figures.FORMATS if svg else ("png",))
+        files += saved
+        pngs += [p for p in saved if p.suffix == ".png"]
+    if "html" in formats:
+        page = render.html_page(
+            f"van-ablate report: {kind}",
+            tables,
+            pngs,
+            data.skipped,
+            _sources(data, study),
+            {"Pareto front of the study": front} if front is not None else {},
+        )
+        files.append(atomic_write_text(out / f"{kind}.html", page))
+    return Report(files, tables, pngs)
+
+
+def _figure(name: str, data: Collection, study: optuna.Study | None, metric: str):
+    if name == "kernel_size":
+        return figures.top1_vs_kernel(data.runs, metric)
+    if name == "curves":
+        return figures.curves(data.runs, data.epochs)
+    if name == "pareto":
+        title = f"Top-1 against MACs: study {study.study_name}" if study else None
+        return figures.top1_vs_macs(pareto_points(data, metric), title or "Top-1 against MACs")
+    if study is None:
+        return None
+    target = data.trials.attrs.get("objectives", ["value"])[0]
+    if name == "history":
+        return figures.study_history(study, target)
+    return figures.study_importances(study, target)
+
+
+def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
+    """(macs, top1, label, kind) per finished trial of a study, else per run configuration.
+
+    ``kind`` is "complete", "pruned" (its value is from the epochs it ran) or "infeasible"
+    (outside the sweep's constraints); only complete points can be on the Pareto front.
+    """
+    trials = data.trials
+    if not trials.empty:
+        names = trials.attrs.get("objectives", [])
+        top1 = next((n for n in names if n.endswith("val_top1")), names[0] if names else None)
+        done = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+        macs = _trial_macs(done, names, data.runs)
+        if top1 is not None and macs.notna().any():
+            kind = done["state"].str.lower().where(done["feasible"], "infeasible")
+            label = "#" + done["number"].astype(str)
+            return pd.DataFrame({"macs": macs, "top1": done[top1], "label": label, "kind": kind})
+    runs = data.runs[data.runs["status"] == "completed"]
+    keys = ["model", "presets", "kernel_size", "dilation", "arch", "macs"]
+    grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
+    return pd.DataFrame(
+        {
+            "macs": grouped["macs"],
+            "top1": grouped[metric],
+            "label": grouped["presets"],
+            "kind": "complete",
+        }  # fmt: skip
+    )
+
+
+def pareto_front(data: Collection, metric: str = "best_top1") -> pd.DataFrame | None:
+    """The study's trials on the top-1 / MACs front: number, objectives, parameters."""
+    points = pareto_points(data, metric)
+    if data.trials.empty or points.empty or not points["label"].str.startswith("#").all():
+        return None
+    points = points[points["kind"] == "complete"]
+    on_front = figures.pareto_mask(points["macs"].to_numpy(float), points["top1"].to_numpy(float))
+    front = data.trials.loc[points.index[on_front]].assign(macs=points["macs"][on_front])
+    objectives = data.trials.attrs.get("objectives", [])
+    keep = ["number", "state", *objectives, *([] if "complexity.macs" in objectives else ["macs"])]
+    keep += [c for c in front.columns if c.startswith("param.")]
+    return front.sort_values("macs")[keep].reset_index(drop=True)
+
+
+def _trial_macs(trials: pd.DataFrame, names: list[str], runs: pd.DataFrame) -> pd.Series:
+    if "complexity.macs" in names:
+        return trials["complexity.macs"].astype(float)
+    if "attr.macs" in trials:
+        return trials["attr.macs"].astype(float)
+    of_study = runs[runs["study_name"] == trials["study_name"].iloc[0]] if len(trials) else runs
+    linked = of_study.dropna(subset=["trial_number"]).set_index("trial_number")["macs"]
+    return trials["number"].map(linked).astype(float)
+
+
+def _sources(data: Collection, study: optuna.Study | None) -> list[str]:
+    runs = data.runs
+    line = f"{len(runs)} runs ({(runs['status'] == 'completed').sum()} completed)"
+    if study is not None:
+        line += f"; study {study.study_name} with {len(data.trials)} trials"
+    if data.skipped:
+        line += f"; {len(data.skipped)} files skipped (listed at the end)"
+    return [line]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Regenerate the paper's tables and the report figures from runs and studies.",
+    )
+    p.add_argument("report", choices=sorted(REPORTS), help="which report to write")
+    p.add_argument("runs", nargs="*", help="run directories, folders of them, or results.json")
+    p.add_argument("--storage", help="Optuna storage: sqlite:///..., postgresql://..., journal")
+    p.add_argument("--study", help="study name in --storage (default: its only study)")
+    p.add_argument("--wandb-runs", metavar="ENTITY/PROJECT", help="also read runs from W&B")
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--format", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
+    p.add_argument("--metric", default="best", help="top-1 to pool: best or final")
+    p.add_argument("--no-svg", action="store_true", help="figures as PNG only (default +SVG)")
+    p.add_argument("--wandb-project", help="also log tables and figures to this W&B project")
+    p.add_argument("--wandb-group", help="W&B group of the report run (default: the study)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, collect, write; ``error: ...`` and exit 2 on bad input."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    try:
+        report = _run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {len(report.files)} files to {args.out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> Report:
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS] or ([] if formats else [args.format])
+    if bad:
+        raise ConfigError("--format", bad[0], f"must be a comma list of {','.join(FORMATS)}")
+    if args.metric not in METRICS:
+        raise ConfigError("--metric", args.metric, f"must be one of {', '.join(METRICS)}")
+    if not (args.runs or args.storage or args.wandb_runs):
+        raise ConfigError("runs", "", "give run directories, --storage or --wandb-runs")
+    if args.study and not args.storage:
+        raise ConfigError("--study", args.study, "needs --storage")
+    study, trials = None, pd.DataFrame()
+    if args.storage:
+        study = load_study(args.storage, args.study)
+        trials = trials_frame(study)
+    paths = [*args.runs, *results_paths(trials)]
+    data = load_runs(paths) if paths else empty()
+    data.trials = trials
+    if args.wandb_runs:
+        from analysis.wandb_io import collect_wandb
+        from van_ablate.wandb_logger import DEFAULT_HOST, has_api_key
+
+        host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
+        data = data + collect_wandb(args.wandb_runs, logged_in=has_api_key(host))
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--out", args.out, f"cannot be created ({e.strerror})") from None
+    report = make_report(
+        args.report,
+        data,
+        out,
+        study=study,
+        formats=formats,
+        metric=args.metric,
+        svg=not args.no_svg,
+    )
+    if args.wandb_project:
+        from analysis.wandb_io import upload_report
+        from van_ablate.wandb_logger import resolve_mode
+
+        mode = resolve_mode("auto")
+        run_dir = upload_report(
+            report.tables | ({"trials": data.trials} if not data.trials.empty else {}),
+            report.figures,
+            project=args.wandb_project,
+            group=args.wandb_group or (study.study_name if study else None),
+            name=f"report-{args.report}",
+            mode=mode,
+            out_dir=out,
+        )
+        if mode == "offline":
+            print(f"W&B is offline; upload the report with: wandb sync {run_dir}")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())

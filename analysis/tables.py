@@ -1,0 +1,185 @@
+"""The paper's tables regenerated from runs: Table 3, the kernel-size table, the LayerScale table.
+
+Each paper row (:mod:`van_ablate.paper`: Table 3, the kernel-size table, the LayerScale table of
+Sec. 4.2-4.3) is matched to runs by
+what they built, not by what they were called: the LKA spec with the dilation resolved, LayerScale
+on or off, and for the LayerScale table the model. So ``+ablation=k21``, ``+ablation=baseline``
+and ``+ablation=no_sigmoid`` all land on the paper's VAN-B0 row. Runs are pooled over seeds
+(runs repeating a seed are averaged first) only where model, architecture, data, image size and
+training recipe agree; each such group gets the whole table in the paper's row order, and a row
+without completed runs says ``missing``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from analysis.collect import SPEC_COLUMNS, spec_columns
+from van_ablate import paper
+from van_ablate.errors import ConfigError
+from van_ablate.lka import LKASpec
+from van_ablate.paper import PaperRow
+
+TABLES = ("table3", "kernel", "layer_scale")
+METRICS = {"best": "best_top1", "final": "final_top1"}
+GROUP = ["model", "arch", "data", "img_size", "recipe"]
+
+#: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent.
+TABLE_COLUMNS = (
+    "table", "row", "preset", "model", "arch", "data", "img_size", "recipe", "paper_model",
+    "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
+    "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
+    "flops_paper_g", "top1_mean", "top1_std", "n_runs", "n_seeds", "n_not_completed",
+    "delta_baseline", "paper_delta_baseline", "delta_paper", "same_scale", "missing",
+)  # fmt: skip
+
+
+def paper_rows(kind: str, models: Sequence[str] = ()) -> tuple[PaperRow, ...]:
+    """The rows of table ``kind`` in the paper's order.
+
+    The LayerScale table has a w/ and a w/o row per model of the paper, then per other model in
+    ``models`` (such as van_proxy), whose paper columns are empty.
+    """
+    if kind == "table3":
+        return paper.TABLE3
+    if kind == "kernel":
+        return paper.KERNEL_TABLE
+    printed = {r.model: r for r in paper.LAYER_SCALE_TABLE}
+    rows = []
+    for model in [*printed, *sorted(set(models) - set(printed))]:
+        ref = paper.MODELS.get(model)
+        for on in (True, False):
+            ls = printed.get(model)
+            top1 = None if ls is None else ls.top1_with if on else ls.top1_without
+            rows.append(
+                PaperRow(
+                    label=f"{model} {'w/' if on else 'w/o'} LayerScale",
+                    preset="baseline" if on else "no_layer_scale",
+                    model=model,
+                    lka=LKASpec(),
+                    layer_scale=on,
+                    params=ref.params if ref else None,
+                    flops=ref.flops if ref else None,
+                    top1=top1,
+                    params_decimals=ref.params_decimals if ref else 1,
+                    flops_decimals=ref.flops_decimals if ref else 1,
+                )
+            )
+    return tuple(rows)
+
+
+def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
+    """One line per (run group, paper row) of table ``kind``, the paper's values beside ours.
+
+    >>> build_table("table3", load_runs(["runs"]).runs)  # doctest: +SKIP
+    """
+    if kind not in TABLES:
+        raise ConfigError("table", kind, f"must be one of {', '.join(TABLES)}")
+    rows = paper_rows(kind, sorted(set(runs["model"].dropna())))
+    runs = runs.assign(data=runs["data"].fillna(""))
+    hits = pd.concat(
+        [runs[_matches(runs, row, kind)].assign(row=row.label) for row in rows], ignore_index=True
+    )
+    groups = [tuple(k) for k in hits[GROUP].drop_duplicates().itertuples(index=False)]
+    groups.sort(key=str)
+    if kind == "layer_scale":  # rows are per model: each row with the groups of its model
+        pairs = [(r, g) for r in rows for g in [g for g in groups if g[0] == r.model] or [None]]
+    else:  # the whole table, in the paper's order, once per group
+        pairs = [(r, g) for g in groups or [None] for r in rows]
+    # with no runs at all, the columns _stats would give (its index on an empty frame)
+    stats = pd.DataFrame(columns=["row", *GROUP, *_stats(hits.iloc[:0], METRICS[metric]).index])
+    if not hits.empty:
+        by = hits.groupby(["row", *GROUP], dropna=False, sort=False)
+        stats = by.apply(_stats, metric=METRICS[metric], include_groups=False).reset_index()
+    skeleton = pd.DataFrame([_skeleton(kind, r, g) for r, g in pairs])
+    table = skeleton.merge(stats, on=["row", *GROUP], how="left")
+    table["n_runs"] = table["n_runs"].fillna(0).astype(int)
+    table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
+    table["n_not_completed"] = table["n_not_completed"].fillna(0).astype(int)
+    table["missing"] = table["n_runs"] == 0
+    table["same_scale"] = (
+        (table["model"] == table["paper_model"])
+        & (table["data"] == "imagenet")
+        & (table["img_size"] == 224)
+    )
+    return _deltas(table, rows)[list(TABLE_COLUMNS)]
+
+
+def _skeleton(kind: str, row: PaperRow, group: tuple | None) -> dict:
+    keys = dict(zip(GROUP, group, strict=True)) if group else dict(_EMPTY_GROUP)
+    if group is None and kind == "layer_scale":
+        keys["model"] = row.model
+    return {
+        "table": kind,
+        "row": row.label,
+        "preset": row.preset,
+        **keys,
+        "paper_model": row.model,
+        "paper_params_m": row.params,
+        "paper_flops_g": row.flops,
+        "paper_top1": row.top1,
+        "paper_params_printed": _printed(row.params, row.params_decimals),
+        "paper_flops_printed": _printed(row.flops, row.flops_decimals),
+    }
+
+
+def _printed(value: float | None, decimals: int) -> str:
+    return "" if value is None else f"{value:.{decimals}f}"
+
+
+_EMPTY_GROUP = {"model": None, "arch": "", "data": "", "img_size": math.nan, "recipe": ""}
+
+
+def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
+    done = runs[runs["status"] == "completed"]
+    # one value per seed: runs repeating a seed (the same grid point in two studies) are
+    # averaged first, so they do not count as extra evidence
+    top1 = done.groupby("seed")[metric].mean().astype(float)
+    first = done.iloc[0] if len(done) else None
+    return pd.Series(
+        {
+            "params_m": _scaled(first, "params", 1e6),
+            "params_counted_m": _scaled(first, "params_counted", 1e6),
+            "macs_g": _scaled(first, "macs", 1e9),
+            "macs_counted_g": _scaled(first, "macs_counted", 1e9),
+            "flops_paper_g": _scaled(first, "flops_paper", 1e9),
+            "top1_mean": top1.mean() if len(top1) else math.nan,
+            "top1_std": top1.std() if len(top1) > 1 else math.nan,
+            "n_runs": len(done),
+            "n_seeds": len(top1),
+            "n_not_completed": len(runs) - len(done),
+        }
+    )
+
+
+def _deltas(table: pd.DataFrame, rows: Sequence[PaperRow]) -> pd.DataFrame:
+    """Δ to the baseline row of the same group (and model), ours and the paper's; Δ to paper."""
+    keys = [*GROUP, "paper_model"]
+    base = table[table["row"].isin({r.label for r in rows if r.lka == LKASpec() and r.layer_scale})]
+    base = base[[*keys, "top1_mean", "paper_top1"]].rename(
+        columns={"top1_mean": "base_top1", "paper_top1": "paper_base_top1"}
+    )
+    table = table.merge(base, on=keys, how="left")
+    table["delta_baseline"] = table["top1_mean"] - table["base_top1"]
+    table["paper_delta_baseline"] = table["paper_top1"] - table["paper_base_top1"]
+    table["delta_paper"] = table["top1_mean"] - table["paper_top1"]
+    return table
+
+
+def _matches(runs: pd.DataFrame, row: PaperRow, kind: str) -> pd.Series:
+    want = spec_columns(row.lka)
+    mask = runs["layer_scale"].astype(bool) == row.layer_scale
+    for col in SPEC_COLUMNS:
+        mask &= runs[col] == want[col]
+    if kind == "layer_scale":  # the other tables match any model, by spec
+        mask &= runs["model"] == row.model
+    return mask
+
+
+def _scaled(first: pd.Series | None, col: str, unit: float) -> float:
+    if first is None or pd.isna(first[col]):
+        return math.nan
+    return float(first[col]) / unit

@@ -1,0 +1,84 @@
+"""What LKA looks at: attention maps per stage and Grad-CAM from real checkpoints of van_proxy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from analysis import attention
+from analysis.fabricate import make_results, write_checkpoint, write_run
+from van_ablate.runs import load_run_model
+
+PRESETS = ("baseline", "sigmoid", "no_pw_conv")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("att")
+    dirs = []
+    for i, preset in enumerate(PRESETS):
+        run = write_run(root / "runs", make_results(f"{preset}-s0", preset=preset))
+        write_checkpoint(run, seed=i, which="best")
+        dirs.append(run)
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 255, (72, 72, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    return dirs, images
+
+
+def test_lka_maps_are_one_normalised_map_per_stage_at_the_stage_resolution(runs):
+    torch.manual_seed(0)
+    model = load_run_model(runs[0][1], which="best")  # sigmoid-gated LKA
+    maps, logits = attention.lka_maps(model, torch.randn(2, 3, 64, 64))
+    assert [m.shape for m in maps] == [(2, 16, 16), (2, 8, 8), (2, 4, 4), (2, 2, 2)]
+    for m in maps:
+        assert m.min() == pytest.approx(0.0) and m.max() == pytest.approx(1.0)
+    assert logits.shape == (2, 10)
+
+
+def test_grad_cam_covers_the_input_for_the_predicted_class(runs):
+    model = load_run_model(runs[0][0], which="best")
+    cam = attention.grad_cam(model, torch.randn(2, 3, 64, 64))
+    assert cam.shape == (2, 64, 64) and 0.0 <= cam.min() and cam.max() <= 1.0
+
+
+def test_attention_command_writes_one_figure_per_image_and_a_page(runs, tmp_path):
+    dirs, images = runs
+    argv = [*map(str, dirs), "--images", "2", "--image-dir", str(images), "--out", str(tmp_path)]
+    assert attention.main(argv) == 0
+    for i in range(2):
+        for fmt in ("png", "svg"):
+            assert (tmp_path / f"attention_{i}.{fmt}").stat().st_size > 1000
+    page = (tmp_path / "attention.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+
+
+def test_a_run_without_the_checkpoint_is_one_line_and_exit_2(runs, capsys, tmp_path):
+    dirs, images = runs
+    code = attention.main([str(dirs[0]), "--which", "last", "--image-dir", str(images)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "has no checkpoints/last.pt" in err
+
+
+def test_images_default_to_the_runs_own_validation_split(tmp_path):
+    results = make_results("b", preset="baseline")
+    results["config"]["data"].update(num_train=16, num_val=8, cache_dir=str(tmp_path / "cache"))
+    run = write_run(tmp_path / "runs", results)
+    write_checkpoint(run, which="last")
+    argv = [str(run), "--which", "last", "--images", "3", "--out", str(tmp_path / "out")]
+    assert attention.main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "attention_0.png", "attention_1.png", "attention_2.png",
+    ]  # fmt: skip
+
+
+def test_grad_cam_layer_is_the_deepest_stage_at_least_four_wide():
+    maps = [np.zeros((1, s, s)) for s in (16, 8, 4, 2)]
+    assert attention.cam_stage(maps) == 3
+    assert attention.cam_stage([np.zeros((1, 2, 2))]) == 1
