@@ -65,12 +65,24 @@ def task(cfg: DictConfig) -> float | list[float]:
     _task_started = True
     hc = HydraConfig.get()
     presets = presets_from_overrides(hc.overrides.task) or _preset_choice(hc)
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        return train_job(cfg, Path(hc.runtime.output_dir), presets)
+        return train_job(cfg, run_dir, presets)
     except (ConfigError, Diverged) as err:
+        if isinstance(err, ConfigError):
+            _discard_if_untouched(run_dir)
         if hc.mode == RunMode.MULTIRUN or _user_wants_traceback():
             raise
         _exit(str(err), EXIT_DIVERGED if isinstance(err, Diverged) else EXIT_CONFIG)
+
+
+def _discard_if_untouched(run_dir: Path) -> None:
+    """Remove a run directory that bad input left holding only Hydra's empty log file."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
+        for e in entries:
+            e.unlink()
+        run_dir.rmdir()
 
 
 def train_job(cfg: DictConfig, run_dir: Path, presets: list[str]) -> float | list[float]:
