@@ -15,7 +15,6 @@ resumed at epoch ``e`` after ``train_loader.set_epoch(e)`` sees bit-identical ba
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
-from van_ablate.errors import ConfigError
+from van_ablate.errors import ConfigError, check_known_keys
 
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}
@@ -130,10 +129,7 @@ class DataConfig:
             return cls()
         if isinstance(value, cls):
             return value
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise _error(unknown[0], value[unknown[0]], f"unknown key; allowed: {_join(fields)}")
+        check_known_keys("data", value, cls)
         return cls(**{k: (list(v) if k in _LIST_KEYS else v) for k, v in dict(value).items()})
 
 

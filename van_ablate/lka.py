@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from van_ablate.errors import ConfigError
+from van_ablate.errors import ConfigError, check_known_keys
 
 GATES = ("none", "sigmoid")
 COMBINES = ("mul", "add", "none")
@@ -105,11 +105,7 @@ class LKASpec:
             return cls()
         if isinstance(value, cls):
             return value
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            allowed = f"unknown field; allowed: {', '.join(fields)}"
-            raise _error(unknown[0], value[unknown[0]], allowed)
+        check_known_keys("lka", value, cls, word="field")
         return cls(**dict(value))
 
     @property
