@@ -1,10 +1,18 @@
 """van-ablate: ablate and search the Large Kernel Attention of the Visual Attention Network.
 
-Importing the package registers ``van_b0`` ... ``van_b6`` and ``van_proxy`` with timm.
+Importing the package registers ``van_b0`` ... ``van_b6`` and ``van_proxy`` with timm, and
+asks OpenMP for a passive wait policy unless ``OMP_WAIT_POLICY`` is set
+(:mod:`van_ablate.hardware`).
 """
 
-from van_ablate import van  # noqa: F401  (registers the models with timm)
-from van_ablate.lka import LKA, LKASpec, auto_dilation
+import os
+
+from van_ablate.hardware import prefer_passive_wait
+
+prefer_passive_wait(os.environ)  # before torch loads OpenMP, which reads it only then
+
+from van_ablate import van  # noqa: E402, F401  (registers the models with timm)
+from van_ablate.lka import LKA, LKASpec, auto_dilation  # noqa: E402
 
 __all__ = ["LKA", "LKASpec", "auto_dilation"]
 __version__ = "0.1.0"

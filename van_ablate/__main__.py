@@ -67,7 +67,7 @@ def task(cfg: DictConfig) -> float | list[float]:
     presets = presets_from_overrides(hc.overrides.task) or _preset_choice(hc)
     run_dir = Path(hc.runtime.output_dir)
     try:
-        return train_job(cfg, run_dir, presets)
+        return train_job(cfg, run_dir, presets, parallel_jobs=_jobs_side_by_side(hc))
     except (ConfigError, Diverged) as err:
         if isinstance(err, ConfigError):
             _discard_if_untouched(run_dir)
@@ -85,11 +85,18 @@ def _discard_if_untouched(run_dir: Path) -> None:
         run_dir.rmdir()
 
 
-def train_job(cfg: DictConfig, run_dir: Path, presets: list[str]) -> float | list[float]:
-    """Validate ``cfg``, train in ``run_dir``, return the objective (one float or a list)."""
+def train_job(
+    cfg: DictConfig, run_dir: Path, presets: list[str], *, parallel_jobs: int = 1
+) -> float | list[float]:
+    """Validate ``cfg``, train in ``run_dir``, return the objective (one float or a list).
+
+    ``parallel_jobs`` jobs run side by side on this machine and share its CPUs' threads.
+    """
     from van_ablate.distributed import DistEnv
+    from van_ablate.hardware import configure_threads
     from van_ablate.train import Trainer  # imported after Hydra has set up logging
 
+    configure_threads(os.environ, parallel_jobs=parallel_jobs)
     trainer = Trainer(
         validate(cfg, presets),
         run_dir,
@@ -151,6 +158,19 @@ def explain(err: BaseException, overrides: Sequence[str]) -> str | None:
         # Hydra creates the run directory (and its log file) before the task starts.
         return f"hydra.run.dir={err.filename!r}: cannot create or write it ({err.strerror})"
     return None
+
+
+def _jobs_side_by_side(hc: DictConfig) -> int:
+    """Jobs of this multirun running at once on this machine: the smaller of the sweeper's
+    trials in flight and the local launcher's processes (1 for one job, the basic launcher or a
+    cluster launcher, whose jobs get machines of their own)."""
+    if hc.mode != RunMode.MULTIRUN:
+        return 1
+    target = str(hc.launcher.get("_target_", ""))
+    if not target.endswith(("JoblibLauncher", "submitit_launcher.LocalLauncher")):
+        return 1
+    counts = [hc.sweeper.get("n_jobs"), hc.launcher.get("n_jobs")]
+    return min((n for n in counts if isinstance(n, int) and n > 0), default=1)
 
 
 def _user_wants_traceback() -> bool:

@@ -31,7 +31,7 @@ from timm.utils import dispatch_clip_grad
 from torch import nn
 from tqdm import tqdm
 
-from van_ablate import checkpoint, distributed, results
+from van_ablate import checkpoint, distributed, hardware, results
 from van_ablate.complexity import complexity_summary
 from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data import build_loaders
@@ -123,6 +123,7 @@ class Trainer:
             else {}
         )
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.hardware = hardware.describe(channels_last=t.channels_last)
         self.model.to(self.device, memory_format=self.memory_format)
         self.recipe = build_recipe(
             self.model,
@@ -440,6 +441,7 @@ class Trainer:
                 "lr": self.lr,
                 "epochs": self.num_epochs,
                 "updates_per_epoch": self.recipe.updates_per_epoch,
+                **self.hardware,
             },
             epochs=self.epochs,
             objective=list(cfg.objective),
