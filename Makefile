@@ -23,4 +23,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.installed
-	$(PY) -m van_ablate.bench --model van_b0 --img-size 224 --batch-size 32 --compare
+	$(PY) -m van_ablate.bench --model van_b0 --img-size 224 --batch-size 16 --warmup 1 --iters 2 --repeats 3 --compare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import timm
@@ -11,6 +12,7 @@ import torch
 import van_ablate  # noqa: F401  (registers the models)
 from van_ablate.bench import StraightLKA, benchmark, main, to_straight_line
 from van_ablate.errors import ConfigError
+from van_ablate.hardware import available_cpus
 from van_ablate.lka import LKA, LKASpec
 
 TINY = ["--model", "van_proxy", "--img-size", "32", "--batch-size", "2", "--warmup", "1"]
@@ -65,7 +67,36 @@ def test_cli_markdown_names_the_timing_protocol(capsys):
     assert main([*TINY[:-2], "--straight-line", "--amp", "bf16"]) == 0
     out = capsys.readouterr().out
     assert "| van_proxy | straight-line" in out and "bf16" in out
-    assert "Median of 2 blocks of 1 steps after 1 warmup steps" in out
+    assert "Median of 2 blocks of 1 steps after 1 warmup steps (min-max in brackets)" in out
+    assert "1 CPU threads of" in out and "OMP_WAIT_POLICY=" in out
+    row = next(line for line in out.splitlines() if "straight-line" in line)
+    assert re.search(r"\| \d+\.\d \(\d+\.\d-\d+\.\d\) *\|", row)  # median (min-max)
+
+
+def test_cli_says_what_it_times_as_it_goes_on_stderr(capsys):
+    assert main([*TINY, "--compare"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays the report alone
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("[bench] van_proxy at 32 px, batch 2, on cpu, 1 thread(s)")
+    for phase in ("forward", "fwd+bwd"):
+        for name in ("switchable", "straight-line"):
+            assert f"[bench] {phase}: {name}: warm-up, 1 step(s) of 2 images" in lines
+            blocks = [ln for ln in lines if ln.startswith(f"[bench] {phase}: {name}: block")]
+            assert [b.split(":")[2] for b in blocks] == [" block 1/2", " block 2/2"]
+            assert all(b.endswith("s)") and "img/s" in b for b in blocks)
+
+
+def test_threads_default_to_the_cpus_this_process_may_use(capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        i = TINY.index("--threads")
+        assert main(TINY[:i] + TINY[i + 2 :]) == 0
+    finally:
+        torch.set_num_threads(before)
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["threads"] == record["cpus_available"] == available_cpus()
 
 
 @pytest.mark.parametrize(

@@ -7,15 +7,18 @@ straight-line one (three convs and a product, same weights)::
 
     python -m van_ablate.bench --model van_b0 --img-size 224 --batch-size 32 --compare
 
-Each figure is the median over ``--repeats`` timed blocks of ``--iters`` steps after
-``--warmup`` steps; forward runs in eval mode under ``torch.no_grad``, forward+backward in
+Each figure is the median (and min-max) over ``--repeats`` timed blocks of ``--iters`` steps
+after ``--warmup`` steps; forward runs in eval mode under ``torch.no_grad``, forward+backward in
 train mode. With ``--compare`` the two LKAs alternate block by block, so drift in a shared
-machine's load hits both alike.
+machine's load hits both alike. Progress (the warm-up, each timed block) goes to stderr as it
+happens; the table or JSON to stdout. Threads default to the CPUs this process may use
+(:mod:`van_ablate.hardware`).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import sys
 import time
@@ -29,6 +32,7 @@ from torch import nn
 from van_ablate.cli_args import OneLineParser, add_model_arguments, lka_from_args
 from van_ablate.complexity import model_arch
 from van_ablate.errors import EXIT_CONFIG, ConfigError
+from van_ablate.hardware import configure_threads, describe
 from van_ablate.lka import LKA, LKASpec
 
 __all__ = ["StraightLKA", "benchmark", "main", "to_straight_line"]
@@ -107,21 +111,27 @@ def _peak_mib(device: torch.device) -> float | None:
 def _time_blocks(
     steps: dict[str, Callable[[], None]],
     *,
+    phase: str,
     batch_size: int,
     warmup: int,
     iters: int,
     repeats: int,
     device: torch.device,
+    say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     # torch.utils.benchmark times one statement; here candidates alternate block by block and
     # peak memory is read around the same blocks, so a short loop is clearer than bending it.
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    _sync(device)
+    for name, step in steps.items():
+        if warmup:
+            say(f"{phase}: {name}: warm-up, {warmup} step(s) of {batch_size} images")
+            started = time.perf_counter()
+            for _ in range(warmup):
+                step()
+            _sync(device)
+            say(f"{phase}: {name}: warm-up done in {time.perf_counter() - started:.1f} s")
     rates: dict[str, list[float]] = {name: [] for name in steps}
     peaks: dict[str, float | None] = {name: None for name in steps}
-    for _ in range(repeats):
+    for block in range(repeats):
         for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -129,9 +139,14 @@ def _time_blocks(
             for _ in range(iters):
                 step()
             _sync(device)
-            rates[name].append(batch_size * iters / (time.perf_counter() - start))
+            elapsed = time.perf_counter() - start
+            rates[name].append(batch_size * iters / elapsed)
             peak = _peak_mib(device)
             peaks[name] = peak if peaks[name] is None else max(peaks[name], peak)
+            say(
+                f"{phase}: {name}: block {block + 1}/{repeats}: {rates[name][-1]:.1f} img/s "
+                f"({iters} steps in {elapsed:.1f} s)"
+            )
     return {
         name: {
             "median": statistics.median(r),
@@ -141,6 +156,10 @@ def _time_blocks(
         }
         for name, r in rates.items()
     }
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def benchmark(
@@ -156,8 +175,10 @@ def benchmark(
     warmup: int = 2,
     iters: int = 5,
     repeats: int = 3,
+    say: Callable[[str], None] = _quiet,
 ) -> dict[str, dict[str, Any]]:
-    """Forward and forward+backward images/s of each model (name -> model), interleaved.
+    """Forward and forward+backward images/s of each model (name -> model), interleaved;
+    ``say`` hears what is being timed as it goes (warm-up, each timed block).
 
     Returns ``{name: {"forward": {...}, "train": {...}}}`` where each inner dict holds the
     ``median``, ``min`` and ``max`` images/s over the repeats and ``peak_mib`` (CUDA only).
@@ -189,13 +210,16 @@ def benchmark(
 
         return step
 
-    timing = dict(batch_size=batch_size, warmup=warmup, iters=iters, repeats=repeats)
+    timing = dict(
+        batch_size=batch_size, warmup=warmup, iters=iters, repeats=repeats, device=device, say=say
+    )
     for model, _ in runs.values():
         model.eval()
-    fwd = _time_blocks({n: forward(run) for n, (_, run) in runs.items()}, device=device, **timing)
+    fwd = _time_blocks({n: forward(run) for n, (_, run) in runs.items()}, phase="forward", **timing)
     for model, _ in runs.values():
         model.train()
-    bwd = _time_blocks({n: train(m, run) for n, (m, run) in runs.items()}, device=device, **timing)
+    steps = {n: train(m, run) for n, (m, run) in runs.items()}
+    bwd = _time_blocks(steps, phase="fwd+bwd", **timing)
     return {name: {"forward": fwd[name], "train": bwd[name]} for name in models}
 
 
@@ -232,8 +256,8 @@ def _markdown(records: list[dict[str, Any]]) -> str:
             "channels_last": r["channels_last"],
             "compile": r["compile"],
             "amp": r["amp"],
-            "forward img/s": f"{r['forward_img_s']:.1f}",
-            "fwd+bwd img/s": f"{r['train_img_s']:.1f}",
+            "forward img/s": _spread(r, "forward_img_s"),
+            "fwd+bwd img/s": _spread(r, "train_img_s"),
         }
         if cuda:
             row["fwd peak MiB"] = f"{r['forward_peak_mib']:.0f}"
@@ -243,9 +267,18 @@ def _markdown(records: list[dict[str, Any]]) -> str:
     r = records[0]
     note = (
         f"Median of {r['repeats']} blocks of {r['iters']} steps after {r['warmup']} warmup "
-        f"steps; torch {r['torch']}, {r['threads']} CPU threads."
+        f"steps (min-max in brackets); torch {r['torch']}, {r['threads']} CPU threads of "
+        f"{r['cpus_available']} available, OMP_WAIT_POLICY={r['wait_policy']}."
     )
     return table.to_markdown(index=False, disable_numparse=True) + "\n\n" + note
+
+
+def _spread(record: dict[str, Any], key: str) -> str:
+    return f"{record[key]:.1f} ({record[key + '_min']:.1f}-{record[key + '_max']:.1f})"
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--iters", type=int, default=5, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks; median reported")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)"
+    )
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
     args = parser.parse_args(argv)
     try:
@@ -286,12 +321,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads < 1:
                 raise ConfigError("threads", args.threads, "must be an integer >= 1")
             torch.set_num_threads(args.threads)
+        else:
+            configure_threads(os.environ)
         spec = lka_from_args(args)
         model_arch(args.model)  # rejects an unknown model before building anything
         models = _build(args.model, spec, straight=args.straight_line, compare=args.compare)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    machine = describe(channels_last=args.channels_last)
+    _say(
+        f"{args.model} at {args.img_size} px, batch {args.batch_size}, on {device}, "
+        f"{machine['threads']} thread(s) of {machine['cpus_available']} CPU(s), "
+        f"{' and '.join(models)} LKA; {args.repeats} timed block(s) of {args.iters} step(s) "
+        "after the warm-up, forward then fwd+bwd"
+        + ("; torch.compile compiles during the warm-up" if args.compile else "")
+    )
     results = benchmark(
         models,
         batch_size=args.batch_size,
@@ -303,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         iters=args.iters,
         repeats=args.repeats,
+        say=_say,
     )
     setting = {
         "model": args.model,
@@ -316,7 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "iters": args.iters,
         "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
+        "threads": machine["threads"],
+        "cpus_available": machine["cpus_available"],
+        "wait_policy": machine["wait_policy"],
         "torch": torch.__version__,
     }
     records = _records(results, setting)

@@ -158,8 +158,15 @@ def build_loaders(
     world_size: int = 1,
     rank: int = 0,
     device: str = "cpu",
+    pin_memory: bool | None = None,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
 ) -> tuple[EpochLoader, EpochLoader, DataInfo]:
     """Train and eval loaders for ``cfg`` plus what they hold.
+
+    ``pin_memory`` (default: on CUDA), ``persistent_workers`` and ``prefetch_factor`` (batches
+    each worker loads ahead; torch's default 2) are the loader settings
+    :mod:`van_ablate.loader_bench` compares; the training job keeps the defaults.
 
     Call ``train_loader.set_epoch(epoch)`` before each epoch (on resume too): the order and the
     augmentation of the train set depend only on ``(seed, epoch)``.
@@ -191,9 +198,9 @@ def build_loaders(
         crop_pct=cfg.crop_pct,
         device=torch.device(device),
         use_prefetcher=use_prefetcher,
-        pin_memory=use_prefetcher,
+        pin_memory=use_prefetcher if pin_memory is None else pin_memory,
         # Workers are re-forked each epoch so they see the epoch set on the dataset.
-        persistent_workers=False,
+        persistent_workers=persistent_workers and cfg.num_workers > 0,
     )
     train = create_loader(
         train_ds,
@@ -215,6 +222,10 @@ def build_loaders(
         interpolation=cfg.interpolation,
         **common,
     )
+    if prefetch_factor is not None and cfg.num_workers > 0:
+        for loader in (train, val):
+            # timm's create_loader does not take it; torch reads it when an epoch starts.
+            getattr(loader, "loader", loader).prefetch_factor = prefetch_factor
     if distributed:
         for loader in (train, val):
             sampler = loader.sampler
