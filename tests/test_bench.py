@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import timm
 import torch
+from conftest import REPO, run_env
 
 import van_ablate  # noqa: F401  (registers the models)
 from van_ablate.bench import StraightLKA, benchmark, main, to_straight_line
@@ -118,6 +121,41 @@ def test_cli_rejects_bad_input_on_one_line_with_exit_2(argv, fragment, capsys):
 def test_cli_rejects_cuda_where_there_is_none(capsys):
     assert main(["--device", "cuda"]) == 2
     assert "device='cuda'" in capsys.readouterr().err
+
+
+def test_the_gpu_check_runs_end_to_end_on_cpu_at_tiny_sizes():
+    tiny = ["--device", "cpu", "--img-size", "32", "--batch-size", "2", "--steps", "1"]
+    tiny += ["--infer-batch-size", "2", "--no-compile", "--app-images", "16", "--workers", "0"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), *tiny],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "| fp32 eager | straight-line (official) |" in out
+    assert "| bf16 + channels_last | switchable (ours) |" in out
+    assert re.search(r"speed-up: \d+\.\d\dx", out)
+    for name in ("van_b0", "van_b1", "van_b2"):
+        assert re.search(rf"\| {name} \| \d+ \| - \|", out)
+    assert re.search(r"app \(python -m van_ablate.*status completed, device cpu", out)
+    assert "[gpu-check] training step, official setting" in proc.stderr
+
+
+def test_the_gpu_check_says_so_when_there_is_no_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("checks the message on a CPU-only machine")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py")],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "device='cuda': no CUDA device here; use --device cpu" in proc.stderr
 
 
 @pytest.mark.slow
