@@ -140,3 +140,23 @@ def test_the_cpu_preset_trains_in_channels_last_and_records_its_setup(tmp_path, 
     assert setup["channels_last"] is True
     assert setup["threads"] == 1  # OMP_NUM_THREADS=1 in the test environment wins
     assert setup["wait_policy"] == "PASSIVE" and setup["cpus_available"] >= 1
+
+
+@pytest.mark.slow
+def test_two_trials_side_by_side_get_the_cpus_shared_between_them(tmp_path, image_folder):
+    sweep_dir = tmp_path / "sweep"
+    env = {k: v for k, v in run_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    args = [
+        "-m",
+        "hydra/sweeper=van_optuna",
+        "hydra/launcher=joblib",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    args += [*TINY_RUN, "data=imagefolder", f"data.root={image_folder}"]
+    args += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2"]
+    args += ["hydra.sweeper.study_name=threads", "seed=choice(0,1)"]
+    proc = run_app(args, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    setups = [read_results(d)["setup"] for d in sorted(sweep_dir.glob("trial_*"))]
+    assert len(setups) == 2
+    assert [s["threads"] for s in setups] == [max(1, available_cpus() // 2)] * 2
