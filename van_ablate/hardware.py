@@ -1,13 +1,13 @@
 """How a job uses the machine: intra-op threads, OpenMP's wait policy and channels_last.
 
-Three rules, each from a measurement on a shared 2-core CPU (README, Benchmark):
+Three rules, each chosen from experiments on a shared 2-core CPU (README, Benchmark):
 
-- **Wait policy.** With OpenMP's default spin-waiting, a two-thread forward pass stalls for
-  minutes when another process computes on the same cores: each thread burns its time slice
-  spinning at every barrier while the thread it waits for is descheduled. Passive waiting
-  (threads sleep at barriers) avoids the collapse, so the package asks for it before torch
-  loads OpenMP, unless ``OMP_WAIT_POLICY`` is already set (``OMP_WAIT_POLICY=ACTIVE`` restores
-  spinning on a machine of one's own).
+- **Wait policy.** With OpenMP's default spin-waiting, ten two-thread forward passes of VAN-B0
+  at batch 4 did not finish in 100 s while another two-thread torch process computed on the
+  same cores: a thread waiting at a barrier spins away the time slice the thread it waits for
+  needs. With passive waiting (threads sleep at barriers) they finished, so the package asks
+  for it before torch loads OpenMP, unless ``OMP_WAIT_POLICY`` is already set
+  (``OMP_WAIT_POLICY=ACTIVE`` restores spinning on a machine of one's own).
 - **Threads.** torch's default counts every CPU of the host; a job gets the CPUs it may
   actually use (affinity mask, capped by a cgroup quota), shared evenly among jobs running side
   by side (a sweep's parallel trials, torchrun's processes on one node). ``OMP_NUM_THREADS``,
