@@ -86,7 +86,7 @@ class ModelSpec:
         stages = len(arch["dims"])
         for key in _ARCH_FIELDS:
             value = getattr(self, key)
-            if len(value) != stages or any(isinstance(v, bool) or v <= 0 for v in value):
+            if len(value) != stages or not all(_positive(v) for v in value):
                 allowed = f"must be {stages} positive numbers (one per stage) or null"
                 raise ConfigError(f"model.{key}", list(value), allowed)
         if not isinstance(self.layer_scale, bool):
@@ -206,3 +206,7 @@ class ModelSpec:
             for key in _ARCH_FIELDS
             if tuple(getattr(self, key)) != tuple(arch[key])
         }
+
+
+def _positive(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
