@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from van_ablate.data import DataConfig
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelConfig
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS
 
@@ -32,18 +33,6 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("auto", "online", "offline")
-
-
-@dataclass
-class ModelConfig:
-    """``model`` group: which VAN, LayerScale, drop path and optional width/depth changes."""
-
-    name: str = "van_proxy"
-    layer_scale: bool = True
-    drop_path_rate: float = 0.0
-    dims: Optional[List[int]] = None  # noqa: UP006, UP045
-    depths: Optional[List[int]] = None  # noqa: UP006, UP045
-    mlp_ratios: Optional[List[float]] = None  # noqa: UP006, UP045
 
 
 @dataclass
@@ -150,7 +139,8 @@ def validate(cfg: DictConfig | Config, presets: Sequence[str] = ()) -> Config:
         cfg = OmegaConf.to_object(cfg)
     m, t, log = cfg.model, cfg.train, cfg.logger
     _one_of("model.name", m.name, tuple(ARCHS))
-    _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
+    if m.drop_path_rate is not None:  # null: the registered model's official value
+        _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
     _check_arch(m)
     cfg.lka_spec  # noqa: B018  (LKASpec raises ConfigError naming lka.<field>)
     for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
