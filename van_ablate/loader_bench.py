@@ -31,13 +31,14 @@ import torch
 import yaml
 from PIL import Image
 
+from van_ablate import checks
 from van_ablate.bench import benchmark
 from van_ablate.cli_args import OneLineParser
-from van_ablate.complexity import model_arch
 from van_ablate.config import CONF_DIR
 from van_ablate.data import DataConfig, build_loaders
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.hardware import available_cpus, configure_threads
+from van_ablate.van import ARCHS
 
 __all__ = ["LoaderSetting", "default_settings", "loader_images_per_sec", "main", "write_jpegs"]
 
@@ -166,8 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         for key in ("img_size", "batch_size", "images", "epochs", "repeats"):
-            if getattr(args, key) < 1:
-                raise ConfigError(key, getattr(args, key), "must be an integer >= 1")
+            checks.at_least(key, getattr(args, key), 1)
         if args.images < args.batch_size:
             raise ConfigError("images", args.images, f"must be >= --batch-size {args.batch_size}")
         if args.workers is not None and min(args.workers) < 0:
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "CUDA is not available here; use cpu")
-        model_arch(args.model)
+        checks.one_of("model", args.model, ARCHS)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
