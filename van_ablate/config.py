@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
@@ -26,7 +27,8 @@ from van_ablate.lka import LKASpec
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ is installed as this package (pyproject.toml), in an editable install and a wheel alike.
+CONF_PACKAGE = "van_ablate.conf"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -218,11 +220,18 @@ def scaled_lr(train: TrainConfig, global_batch: int) -> float:
 
 def preset_settings(name: str) -> dict[str, Any]:
     """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
-    path = CONF_DIR / "ablation" / f"{name}.yaml"
-    if not path.is_file():
-        allowed = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml"))
-        raise ConfigError("ablation", name, f"must be one of {', '.join(allowed)}")
-    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
+    if name not in preset_names():
+        raise ConfigError("ablation", name, f"must be one of {', '.join(preset_names())}")
+    text = (resources.files(CONF_PACKAGE) / "ablation" / f"{name}.yaml").read_text()
+    return _flatten(OmegaConf.to_container(OmegaConf.create(text)))
+
+
+def preset_names() -> list[str]:
+    """The ablation presets in ``conf/ablation/``, sorted."""
+    folder = resources.files(CONF_PACKAGE) / "ablation"
+    return sorted(
+        f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")
+    )
 
 
 def check_presets(presets: Sequence[str]) -> None:
