@@ -6,8 +6,8 @@ Runs (or resumes: a finished study is not run again) the sweeper's ``table3`` an
 those runs beside the paper's figures into ``docs/example_report`` (with the attention maps of
 three presets in ``attention/``)::
 
-    python -m analysis.example_report                # runs what is missing, then reports
-    python -m analysis.example_report --report-only  # report what the studies hold now
+    python -m van_ablate.analysis.example_report                # runs what is missing, then reports
+    python -m van_ablate.analysis.example_report --report-only  # report what the studies hold now
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis import attention, report
-from analysis.collect import load_runs
+from van_ablate.analysis import attention, report
+from van_ablate.analysis.collect import load_runs
 
 STUDIES = ("table3", "kernel_size")
 MODEL = "van_proxy"
@@ -40,7 +40,9 @@ def train(*overrides: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the studies (unless ``--report-only``), then ``report all`` of their runs."""
-    p = argparse.ArgumentParser(prog="python -m analysis.example_report", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m van_ablate.analysis.example_report", description=__doc__
+    )
     p.add_argument("--out", default="docs/example_report", help="where the report goes")
     p.add_argument("--report-only", action="store_true", help="do not run the studies")
     args = p.parse_args(argv)

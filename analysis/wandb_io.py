@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from analysis.collect import RUN_COLUMNS, Collection, empty, run_row
+from van_ablate.analysis.collect import RUN_COLUMNS, Collection, empty, run_row
 
 log = logging.getLogger("analysis")
 

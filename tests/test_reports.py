@@ -9,12 +9,12 @@ import math
 import optuna
 import pandas as pd
 import pytest
+from van_ablate.analysis import render
+from van_ablate.analysis.collect import RUN_COLUMNS, load_runs
+from van_ablate.analysis.fabricate import make_results, make_study, write_run
+from van_ablate.analysis.studies import load_study, results_paths, trials_frame
+from van_ablate.analysis.tables import TABLE_COLUMNS, build_table
 
-from analysis import render
-from analysis.collect import RUN_COLUMNS, load_runs
-from analysis.fabricate import make_results, make_study, write_run
-from analysis.studies import load_study, results_paths, trials_frame
-from analysis.tables import TABLE_COLUMNS, build_table
 from van_ablate import paper
 from van_ablate.errors import ConfigError
 

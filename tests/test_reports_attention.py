@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from van_ablate.analysis import attention
+from van_ablate.analysis.fabricate import make_results, write_checkpoint, write_run
 
-from analysis import attention
-from analysis.fabricate import make_results, write_checkpoint, write_run
 from van_ablate.runs import load_run_model
 
 PRESETS = ("baseline", "sigmoid", "no_pw_conv")

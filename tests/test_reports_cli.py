@@ -9,13 +9,12 @@ import re
 import optuna
 import pandas as pd
 import pytest
-
-from analysis import report
-from analysis.collect import load_runs, run_row
-from analysis.fabricate import make_results, make_study, write_run
-from analysis.studies import load_study, trials_frame
-from analysis.tables import build_table
-from analysis.wandb_io import collect_wandb, results_from_wandb, upload_report
+from van_ablate.analysis import report
+from van_ablate.analysis.collect import load_runs, run_row
+from van_ablate.analysis.fabricate import make_results, make_study, write_run
+from van_ablate.analysis.studies import load_study, trials_frame
+from van_ablate.analysis.tables import build_table
+from van_ablate.analysis.wandb_io import collect_wandb, results_from_wandb, upload_report
 
 PRESETS = ["baseline", "k7", "k14", "k28", "no_dw_conv", "sigmoid", "no_layer_scale"]
 
@@ -199,7 +198,7 @@ def test_infeasible_and_pruned_trials_are_plotted_but_never_on_the_front(tmp_pat
 
 @pytest.mark.slow
 def test_benchmark_reports_100_runs_and_a_200_trial_study(tmp_path, capsys):
-    from analysis import benchmark
+    from van_ablate.analysis import benchmark
 
     runs, storage = benchmark.fabricate(tmp_path, n_runs=100, n_trials=200)
     assert len(list(runs.iterdir())) == 100
