@@ -25,8 +25,8 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_grad_cam import GradCAM
 from torch import nn
-from van_ablate.analysis import figures, render
 
+from van_ablate.analysis import figures, render
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 from van_ablate.lka import LKA

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+
 from van_ablate.analysis import figures, render
 from van_ablate.analysis.collect import Collection, empty, load_runs
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import METRICS, TABLES, build_table
-
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 
@@ -241,7 +241,6 @@ def _run(args: argparse.Namespace) -> Report:
     data.trials = trials
     if args.wandb_runs:
         from van_ablate.analysis.wandb_io import collect_wandb
-
         from van_ablate.wandb_logger import DEFAULT_HOST, has_api_key
 
         host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
@@ -262,7 +261,6 @@ def _run(args: argparse.Namespace) -> Report:
     )
     if args.wandb_project:
         from van_ablate.analysis.wandb_io import upload_report
-
         from van_ablate.wandb_logger import resolve_mode
 
         mode = resolve_mode("auto")

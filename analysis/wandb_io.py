@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from van_ablate.analysis.collect import RUN_COLUMNS, Collection, empty, run_row
 
 log = logging.getLogger("analysis")

@@ -1,10 +1,10 @@
 """How long ``python -m van_ablate.analysis.report all`` takes on 100 runs and a 200-trial study.
 
-Fabricates the inputs (:mod:`van_ablate.analysis.fabricate`: every Table 3, kernel-size and
-LayerScale preset over seeds, and a two-objective study), then times the report command as a user
-runs it, in a fresh process, import time included::
+Makes the inputs with the report tests' fixtures (``tests/report_inputs.py``: every Table 3,
+kernel-size and LayerScale preset over seeds, and a two-objective study), then times the report
+command as a user runs it, in a fresh process, import time included. From the repository root::
 
-    python -m van_ablate.analysis.benchmark --runs 100 --trials 200
+    .venv/bin/python scripts/report_benchmark.py --runs 100 --trials 200
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from van_ablate.analysis.fabricate import make_results, make_study, write_run
-
 from van_ablate.paper import PRESETS
+
+# The inputs are the report tests' fixtures, which live with the tests (they are not shipped).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from report_inputs import make_results, make_study, write_run  # noqa: E402
 
 
 def fabricate(root: Path, n_runs: int, n_trials: int, seed: int = 0) -> tuple[Path, str]:
@@ -58,7 +60,7 @@ def time_import() -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Fabricate, time the report (median of ``--repeats``), print the figures."""
-    p = argparse.ArgumentParser(prog="python -m van_ablate.analysis.benchmark", description=__doc__)
+    p = argparse.ArgumentParser(prog="scripts/report_benchmark.py", description=__doc__)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
