@@ -23,6 +23,14 @@ from conftest import REPO, TINY_RUN, run_env
 # Top-level entries of the checkout that a build neither needs nor may pick up.
 NOT_SOURCE = {".venv", ".git", "build", "dist", "runs", "multirun", "outputs", "sweeps", "reports"}
 TINY_DATA = ["data.num_train=32", "data.num_val=16"]
+# Source folders of the checkout and where pyproject.toml installs them.
+PACKAGE_DIRS = {
+    "van_ablate": "van_ablate",
+    "hydra_plugins": "hydra_plugins",
+    "analysis": "van_ablate/analysis",
+    "conf": "van_ablate/conf",
+    "experiments": "van_ablate/experiments",
+}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +108,10 @@ def test_the_wheel_builds_without_warnings_and_holds_the_package_and_its_configs
     for folder in ("conf", "experiments"):
         yamls = {p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*.yaml")}
         assert yamls and {f"van_ablate/{y}" for y in yamls} <= names
-    assert "van_ablate/analysis/report.py" in names
+    # Every module of the checkout, so a new sub-package missing from pyproject.toml fails here.
+    for folder, package in PACKAGE_DIRS.items():
+        modules = {p.relative_to(REPO / folder).as_posix() for p in (REPO / folder).rglob("*.py")}
+        assert {f"{package}/{m}" for m in modules} <= names, folder
     (metadata,) = (n for n in names if n.endswith(".dist-info/METADATA"))
     assert b"License-Expression: MIT" in zipfile.ZipFile(wheel).read(metadata)
 
