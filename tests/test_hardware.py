@@ -12,9 +12,9 @@ import timm
 import torch
 from conftest import TINY_RUN, read_results, run_app, run_env
 from hydra.types import RunMode
-from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from omegaconf import OmegaConf
 
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from van_ablate.__main__ import _jobs_side_by_side
 from van_ablate.hardware import (
     available_cpus,

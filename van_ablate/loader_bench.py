@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ from PIL import Image
 from van_ablate import checks
 from van_ablate.bench import benchmark
 from van_ablate.cli_args import OneLineParser
-from van_ablate.config import CONF_DIR
 from van_ablate.data import DataConfig, build_loaders
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.hardware import available_cpus, configure_threads
+from van_ablate.presets import CONF_PACKAGE
 from van_ablate.van import ARCHS
 
 __all__ = ["LoaderSetting", "default_settings", "loader_images_per_sec", "main", "write_jpegs"]
@@ -89,7 +90,7 @@ def write_jpegs(root: Path, *, images: int, classes: int = 4, size: int = 224) -
 
 def paper_data_config(root: Path, *, img_size: int, workers: int) -> DataConfig:
     """``conf/data/imagenet.yaml`` (the paper's transforms) reading ``root``."""
-    fields = yaml.safe_load((CONF_DIR / "data" / "imagenet.yaml").read_text())
+    fields = yaml.safe_load((resources.files(CONF_PACKAGE) / "data" / "imagenet.yaml").read_text())
     return DataConfig(**fields | {"root": str(root), "img_size": img_size, "num_workers": workers})
 
 
