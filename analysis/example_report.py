@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis import attention, report
-from analysis.collect import load_runs
 
 STUDIES = ("table3", "kernel_size")
 MODEL = "van_proxy"
@@ -53,11 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = f"multirun/{STUDIES[0]}_{MODEL}/optuna_journal.log"
     argv = ["all", *dirs, "--storage", storage, "--out", args.out, "--format", "md,csv,html"]
     code = report.main([*argv, "--no-svg"])
-    runs = load_runs(dirs[:1]).runs
-    chosen = [runs[(runs["presets"] == p) & (runs["seed"] == 0)]["path"] for p in ATTENTION]
-    run_dirs = [str(Path(c.iloc[0]).parent) for c in chosen if len(c)]
     out = f"{args.out}/attention"
-    return code or attention.main([*run_dirs, "--images", "2", "--out", out, "--no-svg"])
+    argv = [dirs[0], "--presets", ",".join(ATTENTION), "--images", "2", "--out", out, "--no-svg"]
+    return code or attention.main(argv)
 
 
 if __name__ == "__main__":
