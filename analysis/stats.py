@@ -61,6 +61,8 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval
     mean = float(x.mean())
     if len(x) < 2:
         return Interval(mean, math.nan, math.nan, len(x))
+    if x.std() == 0:  # scipy's interval is 0/0 here; every seed gave the same value
+        return Interval(mean, mean, mean, len(x))
     low, high = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
     return Interval(mean, float(low), float(high), len(x))
 
