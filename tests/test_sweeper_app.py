@@ -134,7 +134,9 @@ def compose_study():
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize("study", ["table3", "kernel_size", "kernel_size_grid", "nas"])
+@pytest.mark.parametrize(
+    "study", ["table3", "kernel_size", "kernel_size_grid", "nas", "layer_scale"]
+)
 @pytest.mark.parametrize("scale", ["proxy", "paper", "paper launcher=local"])
 def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     compose_study, tmp_path, study, scale
@@ -147,7 +149,12 @@ def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     p = plan(settings, cfg, [], tmp_path)
     assert p.study_name == f"{study}_{cfg.model.name}"
     assert cfg.model.name == ("van_proxy" if scale == "proxy" else "van_b0")
-    expected = {"table3": 8 * 3, "kernel_size": 4 * 3, "kernel_size_grid": 5 * 5}
+    expected = {
+        "table3": 8 * 3,
+        "kernel_size": 4 * 3,
+        "kernel_size_grid": 5 * 5,
+        "layer_scale": 2 * 3,
+    }
     if study in expected:
         assert p.n_trials == expected[study]
     else:
