@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
         saved = figures.save(fig, out, f"attention_{i}", formats)
         written += saved
         pngs += [p for p in saved if p.suffix == ".png"]
-    notes = [f"Runs: {', '.join(map(str, runs))} ({args.which} checkpoints)."]
+    notes = [f"Runs: {', '.join(map(render.relative, runs))} ({args.which} checkpoints)."]
     page = render.html_page("What LKA looks at", {}, pngs, notes=notes)
     written.append(atomic_write_text(out / "attention.html", page))
     return written

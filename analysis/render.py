@@ -42,6 +42,29 @@ NOTES = (
 )
 
 
+def relative(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies under it, so that a report names
+    no machine's folders; other paths as they are."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def relative_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every absolute path under the working directory made relative."""
+    out = frame.copy()
+    for col in out.columns:
+        paths = out[col].map(lambda v: isinstance(v, str) and Path(v).is_absolute())
+        if paths.any():
+            out[col] = out[col].where(~paths, out[col][paths].map(relative))
+    out.attrs = frame.attrs
+    return out
+
+
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, one cell per paper/ours figure, ``missing`` where we have no run."""
     recipes = table.loc[~table["missing"], "recipe"].nunique() > 1
@@ -126,7 +149,7 @@ def html_page(
         )
     if skipped:
         parts.append("<h2>Skipped files</h2><ul>")
-        parts += [f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in skipped]
+        parts += [f"<li>{html.escape(relative(p))}: {html.escape(r)}</li>" for p, r in skipped]
         parts.append("</ul>")
     body = "\n".join(parts)
     return (

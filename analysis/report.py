@@ -93,7 +93,8 @@ def make_report(
             md = front.to_markdown(index=False) + (f"\n\nWarning: front {few}." if few else "")
             files.append(atomic_write_text(out / "pareto_front.md", md + "\n"))
     if not data.trials.empty:
-        files.append(atomic_write_text(out / "trials.csv", data.trials.to_csv(index=False)))
+        trials = render.relative_paths(data.trials).to_csv(index=False)
+        files.append(atomic_write_text(out / "trials.csv", trials))
     pngs = []
     for name in figure_names:
         fig = _figure(name, data, study, METRICS[metric], startup)
