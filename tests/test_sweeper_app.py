@@ -107,7 +107,7 @@ def test_the_nas_study_searches_lka_and_sizes_and_returns_a_pareto_front(tmp_pat
         results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
         assert results["lka"]["kernel_size"] == t.params["lka.kernel_size"]
         assert results["config"]["model"]["depths"][2] == t.params["model.depths.2"]
-        assert "complexity.macs <= 2.5e+06" in t.constraints
+        assert "complexity.macs <= 1e+07" in t.constraints  # the budget at the proxy's 64 px
         if t.state == TrialState.COMPLETE:
             assert t.values == [results["best"]["val_top1"], results["complexity"]["macs"]]
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
