@@ -97,7 +97,7 @@ def attention_figure(
         heat = axes[r, -1].imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1)
         caption = f"pred {name(pred)}"
         if true_class is not None:
-            caption += f" | true {name(true_class)}" + (" ✓" if pred == true_class else " ✗")
+            caption += f"\ntrue {name(true_class)}" + (" ✓" if pred == true_class else " ✗")
         axes[r, -1].set_xlabel(caption, fontsize=8)
     titles = ["input", *(f"LKA stage {s + 1}" for s in range(n_stages)), cam_title]
     for c, title in enumerate(titles):
@@ -131,7 +131,7 @@ def load_images(
         val.set_epoch(0)
         batch, labels = (t[:n] for t in next(iter(val)))
         labels = labels.tolist()
-        names = [str(c) for c in getattr(val.dataset, "classes", None) or []]
+        names = _class_names(val.dataset)
     else:
         labels, names = None, []
         from PIL import Image
@@ -150,6 +150,15 @@ def load_images(
     mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
     rgb = (batch * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return batch, rgb, labels, names
+
+
+def _class_names(dataset) -> list[str]:
+    """The dataset's class names, through the wrappers around it (ours, timm's); else none."""
+    for _ in range(4):
+        if getattr(dataset, "classes", None):
+            return [str(c) for c in dataset.classes]
+        dataset = getattr(dataset, "dataset", None)
+    return []
 
 
 def select_runs(folders: Sequence[Path], presets: Sequence[str], seed: int = 0) -> list[Path]:

@@ -20,7 +20,7 @@ from analysis.tables import summary
 
 MISSING = "missing"
 SIGNIFICANT = "*"
-NO_CONCLUSION = "no conclusion (n<2)"
+NO_CONCLUSION = "no conclusion (under 2 seeds)"
 TITLES = {
     "table3": "Table 3: LKA components",
     "kernel": "Kernel size K of LKA",

@@ -9,6 +9,7 @@ from PIL import Image
 
 from analysis import attention
 from analysis.fabricate import make_results, write_checkpoint, write_run
+from van_ablate import builtin_data
 from van_ablate.runs import load_run_model
 
 PRESETS = ("baseline", "sigmoid", "no_pw_conv")
@@ -92,8 +93,8 @@ def test_figure_has_colorbars_and_puts_the_true_class_beside_the_predicted_one()
     )
     cells, bars = fig.axes[:8], fig.axes[8:]
     assert [b.get_ylabel() for b in bars] == ["attention (per-image min-max)", "Grad-CAM"]
-    assert cells[3].get_xlabel() == "pred diagonal | true column ✗"
-    assert cells[7].get_xlabel() == "pred column | true column ✓"
+    assert cells[3].get_xlabel() == "pred diagonal\ntrue column ✗"
+    assert cells[7].get_xlabel() == "pred column\ntrue column ✓"
 
 
 def test_runs_are_chosen_by_preset_name_and_seed(runs, tmp_path):
@@ -111,3 +112,13 @@ def test_a_preset_without_a_run_is_one_line_naming_it(runs, capsys):
     code = attention.main([str(dirs[0].parent), "--presets", "k7", "--image-dir", str(images)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--presets" in err and "k7" in err
+
+
+def test_images_of_the_validation_split_come_with_their_true_classes_and_names(tmp_path):
+    results = make_results("b", preset="baseline", data={"num_classes": 4})
+    results["config"]["data"].update(num_train=8, num_val=4, cache_dir=str(tmp_path / "cache"))
+    run = write_run(tmp_path / "runs", results)
+    _, _, labels, names = attention.load_images(run, 3, None)
+    assert names == list(builtin_data.CLASSES)
+    _, val = builtin_data.load(8, 4, seed=0, cache_dir=tmp_path / "cache")
+    assert labels == val.labels[:3].tolist()
