@@ -7,7 +7,9 @@ on or off, and for the LayerScale table the model. So ``+ablation=k21``, ``+abla
 and ``+ablation=no_sigmoid`` all land on the paper's VAN-B0 row. Runs are pooled over seeds
 (runs repeating a seed are averaged first) only where model, architecture, data, image size and
 training recipe agree; each such group gets the whole table in the paper's row order, and a row
-without completed runs says ``missing``.
+without completed runs says ``missing``. Each row carries its 95 % interval over seeds and its
+difference from the group's baseline with Welch's test (:mod:`analysis.stats`), and
+:func:`summary` counts the rows that differ and those in the paper's direction.
 """
 
 from __future__ import annotations
