@@ -20,8 +20,8 @@ fi
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per trial; two trials use both cores
 for study in "${STUDIES[@]}"; do
   start=$(date +%s)
-  "$PY" -m van_ablate -m -cd experiments "+study=$study" logger=none \
+  "$PY" -m van_ablate -m "+study=$study" logger=none \
     hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweeper.n_jobs=2
   echo "study $study: $(( $(date +%s) - start )) s wall"
 done
-"$PY" -m analysis.example_report
+"$PY" scripts/example_report.py

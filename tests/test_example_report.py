@@ -4,12 +4,16 @@ with no machine paths inside."""
 from __future__ import annotations
 
 import filecmp
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+from report_inputs import make_results, make_study, write_checkpoint, write_run
 
-from analysis import example_report
-from analysis.fabricate import make_results, make_study, write_checkpoint, write_run
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "example_report.py"
+example_report = SimpleNamespace(**runpy.run_path(str(SCRIPT)))  # scripts/ is not a package
 
 TABLE3 = ["baseline", "no_dw_conv", "no_dwd_conv", "dense_conv"]
 
@@ -23,11 +27,14 @@ def studies(tmp_path, monkeypatch):
     runs = []
     for i, preset in enumerate(TABLE3):
         for seed in (0, 1):
-            trial = {"study_name": table3.name, "number": len(runs)}
             r = make_results(
-                f"trial_{len(runs)}", preset=preset, seed=seed, top1=60.0 + i + seed, trial=trial
+                f"trial_{len(runs)}",
+                preset=preset,
+                seed=seed,
+                top1=60.0 + i + seed,
+                trial=(table3.name, len(runs)),
+                data={"num_train": 8, "num_val": 4, "cache_dir": "cache"},
             )
-            r["config"]["data"].update(num_train=8, num_val=4, cache_dir="cache")
             run = write_run(table3, r)
             if seed == 0 and preset in example_report.ATTENTION:
                 write_checkpoint(run, which="best")

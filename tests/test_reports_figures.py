@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from report_inputs import make_results, make_study, write_run
 
-from analysis import figures, report
-from analysis.collect import load_runs
-from analysis.fabricate import make_results, make_study, write_run
-from analysis.studies import load_study, trials_frame
+from van_ablate.analysis import figures, report
+from van_ablate.analysis.collect import load_runs
+from van_ablate.analysis.studies import load_study, trials_frame
 
 PRESETS = ["baseline", "k7", "no_dw_conv", "no_dwd_conv"]
 
@@ -21,7 +21,7 @@ def inputs(tmp_path_factory):
     runs = []
     for i, preset in enumerate(PRESETS):
         for seed in (0, 1):
-            trial = {"study_name": "t3", "number": len(runs)}
+            trial = ("t3", len(runs))
             r = make_results(
                 f"{preset}-s{seed}", preset=preset, seed=seed, top1=40.0 + 5 * i, trial=trial
             )
@@ -58,8 +58,8 @@ def test_speed_figure_puts_top1_on_the_full_scale_with_the_chance_line(inputs):
     fig = figures.top1_vs_speed(data.runs)
     ax = fig.axes[0]
     assert ax.get_ylim() == (0.0, 100.0)
-    (line,) = _chance_lines(ax)  # the fabricated runs have 10 classes
-    assert line.get_ydata()[0] == pytest.approx(10.0)
+    (line,) = _chance_lines(ax)  # the runs are on the built-in data's 4 classes
+    assert line.get_ydata()[0] == pytest.approx(25.0)
     assert {t.get_text() for t in ax.texts} == set(PRESETS)
     assert "measured training images/s" in ax.get_xlabel()
 

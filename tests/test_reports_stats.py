@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from report_inputs import make_results, write_run
 from scipy import stats as sps
 
-from analysis import render, stats
-from analysis.collect import load_runs
-from analysis.fabricate import make_results, write_run
-from analysis.tables import build_table, summary
+from van_ablate.analysis import render, stats
+from van_ablate.analysis.collect import load_runs
+from van_ablate.analysis.tables import build_table, summary
 
 
 def _t_interval(x):

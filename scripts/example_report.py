@@ -1,13 +1,13 @@
 """The README's example report: ``report all`` of the ready proxy studies' runs.
 
 Reads what the sweeper's ready studies at ``scale=proxy`` left in ``multirun/`` (``table3``,
-``kernel_size``, ``kernel_size_grid``, ``nas``, ``layer_scale``; run them with
-``scripts/run_proxy_studies.sh``) and writes the report of all their runs beside the paper's
-figures into ``docs/example_report``, with the attention maps of three presets (by name) in
-``attention/``. Run from the repository root; every path inside the report is relative to it::
+``kernel_size``, ``kernel_size_grid``, ``nas``, ``layer_scale``; ``scripts/run_proxy_studies.sh``
+runs them) and writes the report of all their runs beside the paper's figures into
+``docs/example_report``, with the attention maps of three presets (by name) in ``attention/``.
+From the repository root; every path inside the report is relative to it::
 
-    python -m analysis.example_report                 # studies missing a run are skipped
-    python -m analysis.example_report --out /tmp/rep  # elsewhere
+    .venv/bin/python scripts/example_report.py                 # studies without a folder skipped
+    .venv/bin/python scripts/example_report.py --out /tmp/rep  # elsewhere
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis import attention, report
+from van_ablate.analysis import attention, report
 
 STUDIES = ("table3", "kernel_size", "kernel_size_grid", "nas", "layer_scale")
 MODEL = "van_proxy"
@@ -28,7 +28,7 @@ ATTENTION = ("baseline", "no_dwd_conv", "dense_conv")  # seed 0 of each, side by
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``report all`` of the studies' runs, then the attention maps; exit 2 on bad input."""
-    p = argparse.ArgumentParser(prog="python -m analysis.example_report", description=__doc__)
+    p = argparse.ArgumentParser(prog="scripts/example_report.py", description=__doc__)
     p.add_argument("--out", default="docs/example_report", help="where the report goes")
     p.add_argument("--multirun", default="multirun", help="where the studies ran")
     args = p.parse_args(argv)
