@@ -275,13 +275,15 @@ class VAN(nn.Module):
         ``prune_norm`` is accepted for timm's interface: each norm belongs to its stage's output.
         """
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        prune_end = max_index < self.num_stages - 1
         for i in range(max_index + 1, self.num_stages):
             for name in ("patch_embed", "block", "norm"):
                 setattr(self, f"{name}{i + 1}", nn.Identity())
-        if max_index < self.num_stages - 1:
+        if prune_end:
+            # The features now end at the last kept stage; a head sized for stage 4 goes too.
             self.num_stages = max_index + 1
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or self.num_stages < 4:
+        if prune_head or prune_end:
             self.reset_classifier(0, "")
         return take_indices
 
