@@ -32,12 +32,12 @@ from torch import nn
 from tqdm import tqdm
 
 from van_ablate import checkpoint, distributed, results
-from van_ablate.complexity import complexity_summary
 from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data import build_loaders
 from van_ablate.distributed import DistEnv
 from van_ablate.errors import EXIT_DIVERGED, ConfigError, Diverged
 from van_ablate.io import atomic_write_json, atomic_write_text
+from van_ablate.model_spec import ModelSpec
 from van_ablate.recipe import autocast, build_recipe
 from van_ablate.runs import model_kwargs
 
@@ -108,20 +108,10 @@ class Trainer:
             "mlp_ratios": m.mlp_ratios,
         }
         self.model = timm.create_model(m.name, **model_kwargs(self.model_args))
-        self.complexity = (
-            complexity_summary(
-                m.name,
-                cfg.lka_spec,
-                img_size=self.data.img_size,
-                num_classes=self.data.num_classes,
-                layer_scale=m.layer_scale,
-                dims=m.dims,
-                depths=m.depths,
-                mlp_ratios=m.mlp_ratios,
-            )
-            if dist.is_main
-            else {}
+        self.model_spec = ModelSpec.from_config(
+            m, cfg.lka_spec, num_classes=self.data.num_classes, img_size=self.data.img_size
         )
+        self.complexity = self.model_spec.cost() if dist.is_main else {}
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         self.recipe = build_recipe(
