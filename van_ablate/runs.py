@@ -6,6 +6,7 @@ a short hash (``no_sigmoid-s1-3fa2c1d0``). A run directory holds ``config.yaml``
 ``results.json``, ``checkpoints/{last,best}.pt`` and ``wandb/``::
 
     model = load_run_model("runs/van_proxy/no_sigmoid-s1", which="best")
+    backbone = load_run_model("runs/van_proxy/no_sigmoid-s1", features_only=True)
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ def model_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model_args.items() if k != "model_name" and v is not None}
 
 
-def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
-    """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU."""
+def load_run_model(run_dir: str | Path, which: str = "best", **timm_kwargs: Any) -> torch.nn.Module:
+    """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU.
+
+    ``timm_kwargs`` go to ``timm.create_model`` with the trained weights, e.g.
+    ``features_only=True, out_indices=(1, 2, 3), feature_cls="getter"`` for a backbone.
+    """
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}: must be 'best' or 'last'")
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
@@ -76,5 +81,13 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
     state = checkpoint.load(path)
     args = state["model_args"]
     model = timm.create_model(args["model_name"], **model_kwargs(args))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])  # strict: the checkpoint matches the run's model
+    if timm_kwargs:
+        # timm's own route for weights into a wrapped model: loaded before features_only wraps it.
+        model = timm.create_model(
+            args["model_name"],
+            pretrained=True,
+            pretrained_cfg_overlay=dict(state_dict=model.state_dict()),
+            **{**model_kwargs(args), **timm_kwargs},
+        )
     return model.eval()
