@@ -7,7 +7,9 @@ The Hydra app over ``conf/`` (groups model, lka, ablation, data, train, logger):
     torchrun --nproc_per_node 8 -m van_ablate model=van_b0 data=imagenet train=paper
 
 Bad input ends with one line ``error: <key>=<value>: <what is allowed>`` on stderr and exit code
-2 (``EXIT_CONFIG``); a run whose loss turns non-finite exits with 3 (``EXIT_DIVERGED``).
+2 (``EXIT_CONFIG``); a run whose loss turns non-finite exits with 3 (``EXIT_DIVERGED``); a run
+stopped by SIGTERM or SIGUSR2 writes a checkpoint, prints ``stopped: ...`` and exits with
+128 + the signal's number (143, 140), ready to be resumed.
 ``HYDRA_FULL_ERROR=1`` shows the full traceback instead. In a multirun the errors are raised so
 the sweeper records the job as failed.
 """
@@ -39,7 +41,7 @@ from omegaconf.errors import (
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
 from van_ablate.config import CONF_DIR, Config, register_configs, validate
-from van_ablate.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError, Diverged
+from van_ablate.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError, Diverged, Preempted
 from van_ablate.runs import presets_from_overrides, run_name
 
 OmegaConf.register_new_resolver("van_ablate.run_name", run_name, replace=True)
@@ -68,11 +70,13 @@ def task(cfg: DictConfig) -> float | list[float]:
     run_dir = Path(hc.runtime.output_dir)
     try:
         return train_job(cfg, run_dir, presets)
-    except (ConfigError, Diverged) as err:
+    except (ConfigError, Diverged, Preempted) as err:
         if isinstance(err, ConfigError):
             _discard_if_untouched(run_dir)
         if hc.mode == RunMode.MULTIRUN or _user_wants_traceback():
             raise
+        if isinstance(err, Preempted):
+            _exit(str(err), err.exit_code, prefix="stopped")
         _exit(str(err), EXIT_DIVERGED if isinstance(err, Diverged) else EXIT_CONFIG)
 
 
@@ -87,17 +91,17 @@ def _discard_if_untouched(run_dir: Path) -> None:
 
 def train_job(cfg: DictConfig, run_dir: Path, presets: list[str]) -> float | list[float]:
     """Validate ``cfg``, train in ``run_dir``, return the objective (one float or a list)."""
+    from van_ablate import job  # imported after Hydra has set up logging
     from van_ablate.distributed import DistEnv
-    from van_ablate.train import Trainer  # imported after Hydra has set up logging
 
-    trainer = Trainer(
+    results = job.run(
         validate(cfg, presets),
         run_dir,
         presets=presets,
         resolved=OmegaConf.to_container(cfg, resolve=True),
         dist=DistEnv.from_env(dict(os.environ)),
     )
-    values = trainer.fit()["objective"]["values"]
+    values = results["objective"]["values"]
     return values[0] if len(values) == 1 else values
 
 
@@ -114,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         task()
     except Diverged as err:
         _exit(str(err), EXIT_DIVERGED)
+    except Preempted as err:
+        _exit(str(err), err.exit_code, prefix="stopped")
     except Exception as err:
         message = None if traceback_wanted else explain(err, sys.argv[1:])
         if message is None:
@@ -202,8 +208,8 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0]
 
 
-def _exit(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr)
+def _exit(message: str, code: int, prefix: str = "error") -> None:
+    print(f"{prefix}: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 

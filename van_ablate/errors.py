@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,3 +44,17 @@ def check_known_keys(section: str, value: Mapping[str, Any], cls: type, word: st
     if unknown:
         allowed = f"unknown {word}; allowed: {', '.join(fields)}"
         raise ConfigError(f"{section}.{unknown[0]}", value[unknown[0]], allowed)
+
+
+class Preempted(Exception):
+    """A stop signal (SLURM preemption or requeue) ended training after a mid-epoch checkpoint.
+
+    The exit code is the shell's for a process ended by that signal (128 + its number), so SLURM
+    and job scripts see the job as ended by it; the next run of the same command resumes.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after writing a checkpoint; run again to resume")
