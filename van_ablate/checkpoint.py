@@ -72,14 +72,15 @@ def save(path: Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(path, state)
 
 
-def save_last(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+def save_last(ckpt_dir: Path, state: dict[str, Any], keep_previous: bool = True) -> Path:
     """Write ``last.pt`` atomically and keep the checkpoint it replaces as ``previous.pt``.
 
-    At every moment ``last.pt`` or ``previous.pt`` is a complete checkpoint.
+    At every moment ``last.pt`` or ``previous.pt`` is a complete checkpoint. With
+    ``keep_previous=False`` (the present ``last.pt`` is damaged) ``previous.pt`` stays as it is.
     """
     last = ckpt_dir / LAST
     new = save(ckpt_dir / f".{LAST}.new", state)
-    if last.exists():
+    if keep_previous and last.exists():
         os.replace(last, ckpt_dir / PREVIOUS)
     os.replace(new, last)
     return last

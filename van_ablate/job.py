@@ -23,6 +23,7 @@ from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data import build_loaders
 from van_ablate.distributed import DistEnv
 from van_ablate.errors import ConfigError, Preempted
+from van_ablate.preemption import StopSignals
 from van_ablate.recipe import build_recipe
 from van_ablate.record import RunRecord
 from van_ablate.runs import model_kwargs
@@ -136,7 +137,7 @@ def run(
     if resume is not None:
         source, ckpt = resume
         trainer.load_state_dict(ckpt, cfg.seed)
-        record.restore(ckpt)
+        record.restore(ckpt, source)
         start_epoch = ckpt["epoch"]
         where = f"after epoch {start_epoch}"
         if trainer.batch:
@@ -152,20 +153,21 @@ def run(
 def _fit(
     trainer: Trainer, record: RunRecord, start_epoch: int, seed: int, dist: DistEnv
 ) -> dict[str, Any]:
-    record.begin()
-    if trainer.rng is None:  # a fresh run: per-rank streams, independent of the setup above
-        timm.utils.random_seed(seed, rank=dist.rank)
-    try:
-        pruned = trainer.fit(record, start_epoch)
-    except NonFinite as err:
-        record.diverge(err.step, err.last_finite)
-    except Preempted:
-        raise  # the record wrote the checkpoint and results.json already
-    except BaseException as err:
-        record.finish("failed", f"{type(err).__name__}: {err}", exit_code=1)
-        raise
-    finally:
-        distributed.teardown()
+    with StopSignals() as stop:  # a signal from here on is acted on at the next step
+        record.begin()
+        if trainer.rng is None:  # a fresh run: per-rank streams, independent of the setup above
+            timm.utils.random_seed(seed, rank=dist.rank)
+        try:
+            pruned = trainer.fit(record, start_epoch, stop)
+        except NonFinite as err:
+            record.diverge(err.step, err.last_finite)
+        except Preempted:
+            raise  # the record wrote the checkpoint and results.json already
+        except BaseException as err:
+            record.finish("failed", f"{type(err).__name__}: {err}", exit_code=1)
+            raise
+        finally:
+            distributed.teardown()
     if pruned:
         epoch = len(record.epochs)
         return record.finish("pruned", f"pruned by Optuna after epoch {epoch}")

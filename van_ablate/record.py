@@ -54,9 +54,13 @@ class RunRecord:
         self.git_commit = results.git_commit() if dist.is_main else None
         self.wandb: Any = None
         self.results: dict[str, Any] = {}
+        self.rotate = True  # whether the next last.pt save keeps the present one as previous.pt
 
-    def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue the history a checkpoint carries."""
+    def restore(self, ckpt: dict[str, Any], source: Path) -> None:
+        """Continue the history a checkpoint (read from ``source``) carries."""
+        # Resumed from a fallback: the present last.pt is damaged, not worth keeping as previous.
+        own = source.parent == self.run_dir / "checkpoints"
+        self.rotate = not own or source.name == checkpoint.LAST
         self.epochs = list(ckpt["epochs"])
         self.run_id, self.wall_before = ckpt["run_id"], ckpt["wall_time_s"]
 
@@ -76,7 +80,8 @@ class RunRecord:
         state = self._checkpoint(trainer)
         if self.dist.is_main:
             ckpt_dir = self.run_dir / "checkpoints"
-            checkpoint.save_last(ckpt_dir, state)
+            checkpoint.save_last(ckpt_dir, state, keep_previous=self.rotate)
+            self.rotate = True
             best, _ = results.summarize_epochs(self.epochs)
             if best["epoch"] == row["epoch"]:
                 checkpoint.save(ckpt_dir / checkpoint.BEST, state)
@@ -97,7 +102,8 @@ class RunRecord:
         """A stop signal mid-epoch: write the checkpoint to resume from at once."""
         state = self._checkpoint(trainer)
         if self.dist.is_main:
-            checkpoint.save_last(self.run_dir / "checkpoints", state)
+            checkpoint.save_last(self.run_dir / "checkpoints", state, keep_previous=self.rotate)
+            self.rotate = True
             log.warning(
                 "stop signal %d after %d batches of epoch %d (step %d): wrote %s",
                 signum,

@@ -3,7 +3,7 @@
 ``python -m van_ablate +ablation=no_sigmoid seed=1`` always writes to
 ``runs/van_proxy/no_sigmoid-s1``, so typing it again continues that run. Any other override adds
 a short hash (``no_sigmoid-s1-3fa2c1d0``). A run directory holds ``config.yaml``, ``train.log``,
-``results.json``, ``checkpoints/{last,best}.pt`` and ``wandb/``::
+``results.json``, ``checkpoints/{last,previous,best}.pt`` and ``wandb/``::
 
     model = load_run_model("runs/van_proxy/no_sigmoid-s1", which="best")
 """

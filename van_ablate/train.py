@@ -8,7 +8,8 @@ Optuna trial) is :class:`van_ablate.record.RunRecord`'s; :mod:`van_ablate.job` p
 together. On SIGTERM / SIGUSR2 the loop stops at the next optimizer step, has a mid-epoch
 checkpoint written and raises :class:`van_ablate.errors.Preempted`::
 
-    Trainer(cfg.train, model, recipe, train_loader, val_loader, ...).fit(record, start_epoch=0)
+    with StopSignals() as stop:
+        Trainer(cfg.train, model, recipe, loaders, ...).fit(record, start_epoch=0, stop=stop)
 """
 
 from __future__ import annotations
@@ -67,20 +68,19 @@ class Trainer:
         self.last_finite: dict[str, Any] = {}
         self.net = _wrap(model, train.compile, device, dist)
 
-    def fit(self, record: Any, start_epoch: int) -> bool:
+    def fit(self, record: Any, start_epoch: int, stop: StopSignals) -> bool:
         """Train epochs ``start_epoch..`` to the end; True if the trial was pruned.
 
         ``record`` is told each finished epoch (``epoch_done``, which answers whether the
-        trial is pruned), each logged step (``log_step``) and a stop signal (``stopped``).
+        trial is pruned), each logged step (``log_step``) and a stop signal (``stopped``);
+        ``stop`` is polled after every optimizer step and every epoch.
         """
-        with StopSignals() as stop:
-            for epoch in range(start_epoch, self.recipe.num_epochs):
-                pruned = record.epoch_done(self._epoch(epoch, record, stop), self)
-                if pruned:
-                    return True
-                last_epoch = epoch + 1 == self.recipe.num_epochs
-                if not last_epoch and _stop_requested(stop, self.dist, self.device):
-                    stop.hand_over()  # the signal came during evaluation; the epoch is saved
+        for epoch in range(start_epoch, self.recipe.num_epochs):
+            if record.epoch_done(self._epoch(epoch, record, stop), self):
+                return True
+            last_epoch = epoch + 1 == self.recipe.num_epochs
+            if not last_epoch and _stop_requested(stop, self.dist, self.device):
+                stop.hand_over()  # the signal came during evaluation; the epoch is saved
         return False
 
     def _epoch(self, epoch: int, record: Any, stop: StopSignals) -> dict[str, Any]:
