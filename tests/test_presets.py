@@ -14,6 +14,7 @@ from van_ablate import paper
 from van_ablate.config import CONF_DIR, TrainConfig, global_batch_steps, scaled_lr, validate
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelSpec
 from van_ablate.runs import presets_from_overrides
 
 # Every preset the issue names; paper.PRESETS covers all but no_sigmoid (the paper's LKA).
@@ -130,7 +131,8 @@ def test_train_paper_is_the_official_recipe():
 @pytest.mark.parametrize("name", [n for n in paper.FIGURES["models"] if n.startswith("van_b")])
 def test_model_groups_carry_the_official_per_model_drop_path(name):
     cfg = job(f"model={name}", "train=paper")
-    assert cfg.model.drop_path_rate == paper.FIGURES["models"][name]["drop_path"]
+    spec = ModelSpec.from_config(cfg.model, cfg.lka_spec, num_classes=1000, img_size=224)
+    assert spec.drop_path_rate == paper.FIGURES["models"][name]["drop_path"]
 
 
 def test_lr_follows_the_global_batch_linearly():

@@ -12,7 +12,7 @@ the rest of the code trusts::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
@@ -23,27 +23,17 @@ from omegaconf import DictConfig, OmegaConf
 from van_ablate.data import DataConfig
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelConfig
+from van_ablate.presets import CONF_DIR as CONF_DIR  # where the entry point finds conf/
+from van_ablate.presets import check_presets
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("auto", "online", "offline")
-
-
-@dataclass
-class ModelConfig:
-    """``model`` group: which VAN, LayerScale, drop path and optional width/depth changes."""
-
-    name: str = "van_proxy"
-    layer_scale: bool = True
-    drop_path_rate: float = 0.0
-    dims: Optional[List[int]] = None  # noqa: UP006, UP045
-    depths: Optional[List[int]] = None  # noqa: UP006, UP045
-    mlp_ratios: Optional[List[float]] = None  # noqa: UP006, UP045
 
 
 @dataclass
@@ -150,7 +140,8 @@ def validate(cfg: DictConfig | Config, presets: Sequence[str] = ()) -> Config:
         cfg = OmegaConf.to_object(cfg)
     m, t, log = cfg.model, cfg.train, cfg.logger
     _one_of("model.name", m.name, tuple(ARCHS))
-    _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
+    if m.drop_path_rate is not None:  # null: the registered model's official value
+        _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
     _check_arch(m)
     cfg.lka_spec  # noqa: B018  (LKASpec raises ConfigError naming lka.<field>)
     for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
@@ -216,31 +207,6 @@ def scaled_lr(train: TrainConfig, global_batch: int) -> float:
     return train.lr * global_batch / train.lr_base_batch
 
 
-def preset_settings(name: str) -> dict[str, Any]:
-    """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
-    path = CONF_DIR / "ablation" / f"{name}.yaml"
-    if not path.is_file():
-        allowed = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml"))
-        raise ConfigError("ablation", name, f"must be one of {', '.join(allowed)}")
-    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
-
-
-def check_presets(presets: Sequence[str]) -> None:
-    """Refuse two presets that set the same key to different values (Hydra would merge silently)."""
-    seen: dict[str, tuple[str, Any]] = {}
-    for name in presets:
-        for key, value in preset_settings(name).items():
-            if key in seen and seen[key][1] != value:
-                first, first_value = seen[key]
-                raise ConfigError(
-                    "ablation",
-                    list(presets),
-                    f"presets {first} ({key}={first_value}) and {name} ({key}={value}) conflict; "
-                    "choose one",
-                )
-            seen.setdefault(key, (name, value))
-
-
 def _check_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
     """Refuse keys the schema lacks (a ``+key=value`` override can add them past Hydra)."""
     fields = {f.name: f.type for f in dataclasses.fields(schema)}
@@ -254,15 +220,6 @@ def _check_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
         child_type = OmegaConf.get_type(node, key)
         if dataclasses.is_dataclass(child_type) and isinstance(node[key], DictConfig):
             _check_keys(node[key], child_type, f"{path}.")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _check_arch(m: ModelConfig) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
-from collections.abc import Mapping
-from typing import Any
 
 EXIT_CONFIG = 2  # bad input: unknown key, wrong value, missing data, unwritable directory
 EXIT_DIVERGED = 3  # training stopped on a non-finite loss
@@ -31,19 +28,6 @@ class Diverged(RuntimeError):
     def __init__(self, epoch: int, step: int):
         self.epoch, self.step = epoch, step
         super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
-
-
-def check_known_keys(section: str, value: Mapping[str, Any], cls: type, word: str = "key") -> None:
-    """Raise ConfigError naming the first key of ``value`` that dataclass ``cls`` lacks.
-
-    ``check_known_keys("data", {"roots": "/x"}, DataConfig)`` raises
-    ``data.roots='/x': unknown key; allowed: name, root, ...``.
-    """
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        allowed = f"unknown {word}; allowed: {', '.join(fields)}"
-        raise ConfigError(f"{section}.{unknown[0]}", value[unknown[0]], allowed)
 
 
 class Preempted(Exception):

@@ -18,15 +18,14 @@ import timm
 import torch
 
 from van_ablate import checkpoint, distributed
-from van_ablate.complexity import complexity_summary
 from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data import build_loaders
 from van_ablate.distributed import DistEnv
 from van_ablate.errors import ConfigError, Preempted
+from van_ablate.model_spec import ModelSpec
 from van_ablate.preemption import StopSignals
 from van_ablate.recipe import build_recipe
 from van_ablate.record import RunRecord
-from van_ablate.runs import model_kwargs
 from van_ablate.train import NonFinite, Trainer
 
 log = logging.getLogger(__name__)
@@ -62,18 +61,10 @@ def run(
         rank=dist.rank,
         device=str(device),
     )
-    m = cfg.model
-    model_args = {
-        "model_name": m.name,
-        "lka": dataclasses.asdict(cfg.lka_spec),
-        "layer_scale": m.layer_scale,
-        "drop_path_rate": m.drop_path_rate,
-        "num_classes": data.num_classes,
-        "dims": m.dims,
-        "depths": m.depths,
-        "mlp_ratios": m.mlp_ratios,
-    }
-    model = timm.create_model(m.name, **model_kwargs(model_args))
+    spec = ModelSpec.from_config(
+        cfg.model, cfg.lka_spec, num_classes=data.num_classes, img_size=data.img_size
+    )
+    model = spec.build()
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     recipe = build_recipe(
@@ -84,22 +75,9 @@ def run(
         batches_per_epoch=len(train_loader),
         accum_steps=accum,
     )
-    complexity = {}
-    if dist.is_main:
-        complexity = complexity_summary(
-            m.name,
-            cfg.lka_spec,
-            img_size=data.img_size,
-            num_classes=data.num_classes,
-            layer_scale=m.layer_scale,
-            dims=m.dims,
-            depths=m.depths,
-            mlp_ratios=m.mlp_ratios,
-        )
+    complexity = spec.cost() if dist.is_main else {}
     description = {
-        "model": m.name,
-        "lka": cfg.lka_spec,
-        "layer_scale": m.layer_scale,
+        "model": spec,
         "data": dataclasses.asdict(data),
         "complexity": complexity,
         "setup": {
@@ -119,7 +97,6 @@ def run(
         resolved=resolved,
         dist=dist,
         description=description,
-        model_args=model_args,
     )
     if dist.is_main:
         _check_writable(run_dir)

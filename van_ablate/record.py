@@ -42,10 +42,9 @@ class RunRecord:
         resolved: dict[str, Any],
         dist: DistEnv,
         description: dict[str, Any],
-        model_args: dict[str, Any],
     ):
         self.cfg, self.run_dir, self.presets, self.resolved = cfg, Path(run_dir), presets, resolved
-        self.dist, self.description, self.model_args = dist, description, model_args
+        self.dist, self.description = dist, description
         self.started = time.time()
         self.epochs: list[dict[str, Any]] = []
         self.run_id = uuid.uuid4().hex[:8]
@@ -149,7 +148,7 @@ class RunRecord:
         return state | {
             "epoch": len(self.epochs),
             "config": self.resolved,
-            "model_args": self.model_args,
+            "model_spec": self.description["model"].to_dict(),
             "epochs": self.epochs,
             "run_id": self.run_id,
             "wall_time_s": self._wall_time(),

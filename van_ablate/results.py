@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelSpec
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "diverged", "pruned", "failed")
@@ -41,10 +41,8 @@ def document(
     run_name: str,
     status: str,
     reason: str | None,
-    model: str,
+    model: ModelSpec,
     presets: list[str],
-    lka: LKASpec,
-    layer_scale: bool,
     data: dict[str, Any],
     seed: int,
     complexity: dict[str, int],
@@ -65,10 +63,10 @@ def document(
         "run_name": run_name,
         "status": status,
         "reason": reason,
-        "model": model,
+        "model": model.name,
         "presets": presets,
-        "lka": lka.to_dict(),
-        "layer_scale": layer_scale,
+        "lka": model.lka.to_dict(),
+        "layer_scale": model.layer_scale,
         "data": data,
         "seed": seed,
         "complexity": complexity,
