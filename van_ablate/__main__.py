@@ -40,6 +40,7 @@ from omegaconf.errors import (
 )
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
+from van_ablate import checks
 from van_ablate.config import CONF_DIR, Config, register_configs, validate
 from van_ablate.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError, Diverged, Preempted
 from van_ablate.runs import presets_from_overrides, run_name
@@ -139,9 +140,9 @@ def explain(err: BaseException, overrides: Sequence[str]) -> str | None:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
         if err.options is not None and group:
             return f"{group}={name!r}: must be one of {', '.join(sorted(err.options))}"
-        return _first_line(err)
+        return checks.first_line(err)
     if isinstance(err, OverrideParseException):
-        return f"{err.override}: not a valid override ({_first_line(err)})"
+        return f"{err.override}: not a valid override ({checks.first_line(err)})"
     if isinstance(err, ConfigCompositionException):
         cause = err.__cause__
         if isinstance(cause, OmegaConfBaseException) and cause.full_key:
@@ -149,10 +150,10 @@ def explain(err: BaseException, overrides: Sequence[str]) -> str | None:
             value = _override_value(overrides, key)
             if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
                 parent, _, _ = key.rpartition(".")
-                return f"{key}={value}: unknown key; {parent or 'the config'} has {_keys(parent)}"
+                return f"{key}={value}: {checks.unknown_key(key, value, _keys(parent)).allowed}"
             if isinstance(cause, ValidationError):
                 return f"{key}={value}: must be {_expected_type(key) or cause.msg.splitlines()[0]}"
-        return _first_line(err)
+        return checks.first_line(err)
     if isinstance(err, OSError) and not _task_started:
         # Hydra creates the run directory (and its log file) before the task starts.
         return f"hydra.run.dir={err.filename!r}: cannot create or write it ({err.strerror})"
@@ -180,10 +181,10 @@ def _override_value(overrides: Sequence[str], key: str) -> str:
     return values[-1] if values else "?"
 
 
-def _keys(parent: str) -> str:
+def _keys(parent: str) -> list[str]:
     node = OmegaConf.structured(Config)
     node = OmegaConf.select(node, parent) if parent else node
-    return ", ".join(node.keys()) if isinstance(node, DictConfig) else "no keys"
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
 def _expected_type(key: str) -> str | None:
@@ -202,10 +203,6 @@ def _expected_type(key: str) -> str | None:
         if isinstance(child, kind):
             return words + optional
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0]
 
 
 def _exit(message: str, code: int, prefix: str = "error") -> None:

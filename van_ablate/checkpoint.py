@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from van_ablate import checks
 from van_ablate.errors import ConfigError
 from van_ablate.io import atomic_torch_save
 
@@ -127,7 +128,9 @@ def check_same_config(ckpt: Mapping[str, Any], config: Mapping[str, Any], source
     new = {k: v for k, v in config.items() if k not in RESUMABLE_DIFFERENCES}
     diff = config_diff(old, new)
     if diff:
-        shown = ", ".join(f"{k} ({_get(old, k)!r} -> {_get(new, k)!r})" for k in diff[:5])
+        shown = ", ".join(
+            f"{k} ({checks.select(old, k)!r} -> {checks.select(new, k)!r})" for k in diff[:5]
+        )
         more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
         raise ConfigError(
             "resume",
@@ -192,9 +195,3 @@ def supersede(run_dir: Path) -> Path | None:
     for path in present:
         shutil.move(str(path), dest / path.name)
     return dest
-
-
-def _get(node: Mapping[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node

@@ -62,7 +62,7 @@ def run(
         device=str(device),
     )
     spec = ModelSpec.from_config(
-        cfg.model, cfg.lka_spec, num_classes=data.num_classes, img_size=data.img_size
+        cfg.model, cfg.lka, num_classes=data.num_classes, img_size=data.img_size
     )
     model = spec.build()
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from van_ablate import checks
 from van_ablate.model_spec import ModelSpec
 
 SCHEMA_VERSION = 1
@@ -100,13 +101,7 @@ def summarize_epochs(epochs: list[dict[str, Any]]) -> tuple[dict | None, dict | 
 
 def objective_values(results: dict[str, Any], names: list[str]) -> list[float]:
     """The values of dotted ``names`` in ``results``; NaN where the run has none (no epoch)."""
-    values = []
-    for name in names:
-        node: Any = results
-        for part in name.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values.append(float("nan") if node is None else float(node))
-    return values
+    return [float(checks.select(results, name, default=float("nan"))) for name in names]
 
 
 def epoch_counterpart(name: str) -> str:
