@@ -86,7 +86,7 @@ def run(
             "global_batch": global_batch,
             "accum_steps": accum,
             "lr": lr,
-            "epochs": recipe.num_epochs,
+            "total_epochs": recipe.total_epochs,
             "updates_per_epoch": recipe.updates_per_epoch,
         },
     }

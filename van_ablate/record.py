@@ -84,7 +84,7 @@ class RunRecord:
             best, _ = results.summarize_epochs(self.epochs)
             if best["epoch"] == row["epoch"]:
                 checkpoint.save(ckpt_dir / checkpoint.BEST, state)
-            log.info(_epoch_line(row, trainer.recipe.num_epochs))
+            log.info(_epoch_line(row, trainer.recipe.total_epochs))
             if self.wandb is not None:
                 self.wandb.log_epoch(row)
         self._write_results("running")

@@ -75,10 +75,10 @@ class Trainer:
         trial is pruned), each logged step (``log_step``) and a stop signal (``stopped``);
         ``stop`` is polled after every optimizer step and every epoch.
         """
-        for epoch in range(start_epoch, self.recipe.num_epochs):
+        for epoch in range(start_epoch, self.recipe.total_epochs):
             if record.epoch_done(self._epoch(epoch, record, stop), self):
                 return True
-            last_epoch = epoch + 1 == self.recipe.num_epochs
+            last_epoch = epoch + 1 == self.recipe.total_epochs
             if not last_epoch and _stop_requested(stop, self.dist, self.device):
                 stop.hand_over()  # the signal came during evaluation; the epoch is saved
         return False
@@ -125,7 +125,7 @@ class Trainer:
         bar = tqdm(
             total=n_batches * self.cfg.batch_size * self.dist.world_size,
             initial=seen_before,
-            desc=f"epoch {epoch + 1}/{self.recipe.num_epochs}",
+            desc=f"epoch {epoch + 1}/{self.recipe.total_epochs}",
             unit="img",
             leave=False,
             dynamic_ncols=True,
