@@ -122,6 +122,9 @@ def test_a_run_stopped_mid_epoch_resumes_from_that_step_with_the_uninterrupted_m
     victim = start(root, tmp_path / "stopped")
     ckpts = tmp_path / "stopped" / "checkpoints"
     wait_for(ckpts / "last.pt", victim)
+    deadline = time.time() + 60
+    while len(read_results(tmp_path / "stopped")["epochs"]) < 1 and time.time() < deadline:
+        time.sleep(0.02)  # epoch 1 recorded (results.json is written after last.pt)
     time.sleep(0.3)  # into epoch 2
     victim.send_signal(signal.SIGTERM)
     assert victim.wait(timeout=120) == 128 + signal.SIGTERM

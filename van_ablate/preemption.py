@@ -3,14 +3,14 @@
 SLURM sends SIGTERM to a job it preempts or requeues (then SIGKILL once its grace time is
 over); submitit asks for SIGUSR2 ahead of a time limit (``--signal=USR2@90``) and requeues the
 job in its own handler. While training, :class:`StopSignals` only notes the signal; the loop
-checks :attr:`StopSignals.signum` after each optimizer step, writes a mid-epoch checkpoint and
+asks :meth:`StopSignals.agreed` after each optimizer step, writes a mid-epoch checkpoint and
 calls :meth:`StopSignals.hand_over`, which gives the signal to the handler that was there before
 (submitit's requeues the job) and raises :class:`van_ablate.errors.Preempted`::
 
     with StopSignals() as stop:
         for step in steps:
             ...
-            if stop.signum is not None:
+            if stop.agreed(dist, device):
                 save_checkpoint()
                 stop.hand_over()
 """
@@ -23,6 +23,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import torch
+
+from van_ablate import distributed
+from van_ablate.distributed import DistEnv
 from van_ablate.errors import Preempted
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
@@ -58,6 +62,16 @@ class StopSignals:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+    def agreed(self, dist: DistEnv, device: torch.device) -> bool:
+        """Whether any rank got a stop signal (a collective: every rank stops at the same step)."""
+        if dist.world_size == 1:
+            return self.signum is not None
+        flag = torch.tensor([float(self.signum is not None)], device=device)
+        stopping = distributed.sum_(flag, dist).item() > 0
+        if stopping and self.signum is None:
+            self.signum = signal.SIGTERM  # another rank's signal: stop alike
+        return stopping
 
     def hand_over(self) -> None:
         """Restore the previous handlers, run the one for the received signal, raise Preempted."""

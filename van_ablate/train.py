@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 import warnings
 from typing import Any
@@ -79,7 +78,7 @@ class Trainer:
             if record.epoch_done(self._epoch(epoch, record, stop), self):
                 return True
             last_epoch = epoch + 1 == self.recipe.total_epochs
-            if not last_epoch and _stop_requested(stop, self.dist, self.device):
+            if not last_epoch and stop.agreed(self.dist, self.device):
                 stop.hand_over()  # the signal came during evaluation; the epoch is saved
         return False
 
@@ -170,7 +169,7 @@ class Trainer:
             }
             if record.log_step(self.step, window):
                 window_loss, window_seen, window_start = 0.0, 0, now
-            if _stop_requested(stop, self.dist, self.device) and self.batch < n_batches:
+            if stop.agreed(self.dist, self.device) and self.batch < n_batches:
                 bar.close()
                 self.rng = checkpoint.rng_state()
                 record.stopped(self, stop.signum)
@@ -262,17 +261,6 @@ def _wrap(model: nn.Module, compile_: bool, device: torch.device, dist: DistEnv)
         warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return torch.compile(net) if compile_ else net
-
-
-def _stop_requested(stop: StopSignals, dist: DistEnv, device: torch.device) -> bool:
-    """Whether any rank got a stop signal; every rank must stop at the same step."""
-    if dist.world_size == 1:
-        return stop.signum is not None
-    flag = torch.tensor([float(stop.signum is not None)], device=device)
-    stopping = distributed.sum_(flag, dist).item() > 0
-    if stopping and stop.signum is None:
-        stop.signum = signal.SIGTERM  # another rank's signal: stop alike
-    return stopping
 
 
 def _all_finite(model: nn.Module) -> bool:
