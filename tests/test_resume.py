@@ -143,6 +143,34 @@ def test_a_run_stopped_mid_epoch_resumes_from_that_step_with_the_uninterrupted_m
     assert f"after epoch 1 and {stopped['batch']} batches of epoch 2" in log
 
 
+# What submitit does in a job: its SIGUSR2 handler requeues the job, then calls sys.exit(-1).
+SUBMITIT_LIKE = """
+import signal, sys
+from van_ablate.__main__ import main
+signal.signal(signal.SIGUSR2, lambda signum, frame: sys.exit(-1))
+main(sys.argv[1:])
+"""
+
+
+def test_a_handler_that_ends_the_job_itself_gets_the_signal_after_the_checkpoint(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=32)
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"data.root={root}", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUBMITIT_LIKE, *args],
+        cwd=tmp_path,
+        env=run_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(run_dir / "results.json", proc)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=120) == 255  # its sys.exit(-1), not ours
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["batch"] >= 1
+    r = read_results(run_dir)  # not marked failed: the job is requeued
+    assert r["status"] == "running" and f"signal {signal.SIGUSR2}" in r["reason"]
+
+
 def test_a_stop_signal_is_handed_to_the_handler_that_was_there_before():
     """submitit installs a SIGUSR2 handler that requeues the job: it still runs, after ours."""
     calls = []

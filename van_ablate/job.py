@@ -21,7 +21,7 @@ from van_ablate import checkpoint, distributed
 from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data import build_loaders
 from van_ablate.distributed import DistEnv
-from van_ablate.errors import ConfigError, Preempted
+from van_ablate.errors import ConfigError
 from van_ablate.model_spec import ModelSpec
 from van_ablate.preemption import StopSignals
 from van_ablate.recipe import build_recipe
@@ -138,10 +138,11 @@ def _fit(
             pruned = trainer.fit(record, start_epoch, stop)
         except NonFinite as err:
             record.diverge(err.step, err.last_finite)
-        except Preempted:
-            raise  # the record wrote the checkpoint and results.json already
         except BaseException as err:
-            record.finish("failed", f"{type(err).__name__}: {err}", exit_code=1)
+            # After a stop signal the record has written the checkpoint and results.json; the
+            # signal's previous handler (submitit's) may be ending the process its own way.
+            if not stop.handed_over:
+                record.finish("failed", f"{type(err).__name__}: {err}", exit_code=1)
             raise
         finally:
             distributed.teardown()

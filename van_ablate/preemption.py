@@ -37,6 +37,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.handed_over = False  # set once the previous handler has been given the signal
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -74,10 +75,15 @@ class StopSignals:
         return stopping
 
     def hand_over(self) -> None:
-        """Restore the previous handlers, run the one for the received signal, raise Preempted."""
+        """Restore the previous handlers, run the one for the received signal, raise Preempted.
+
+        The previous handler may end the process itself: submitit's requeues the job and raises
+        ``SystemExit``, which must reach submitit (so it writes no result for the job).
+        """
         assert self.signum is not None, "hand_over() is for after a stop signal"
         previous: Callable[[int, FrameType | None], Any] | Any = self._previous.get(self.signum)
         self._restore()
-        if callable(previous):  # e.g. submitit's, which requeues the job and exits
+        self.handed_over = True
+        if callable(previous):
             previous(self.signum, None)
         raise Preempted(self.signum)
