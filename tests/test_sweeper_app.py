@@ -29,6 +29,8 @@ TINY_DATA = ["data.num_train=48", "data.num_val=24"]
 
 def sweep_app(sweep_dir: Path, *args: str, ok: bool = True):
     base = ["hydra/sweeper=van_optuna", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN, *TINY_DATA]
+    if not any(a.startswith(("hydra.sweeper.direction=", "+study=")) for a in args):
+        base.append("hydra.sweeper.direction=maximize")  # best.val_top1 needs it set
     proc = run_app(["-m", *base, *args], cwd=sweep_dir.parent)
     if ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -71,6 +73,7 @@ def test_a_diverging_training_job_is_a_failed_trial_and_the_sweep_completes(tmp_
         "hydra.sweeper.study_name=lr",
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.n_jobs=2",  # one batch: 1 failure of 2 is not more than half
         "train.lr=choice(1e-3,1e30)",
     )
     trials = {t.params["train.lr"]: t for t in load(sweep_dir, "lr").trials}

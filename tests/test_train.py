@@ -91,7 +91,7 @@ def test_a_schema_1_results_json_reads_with_its_keys_renamed(image_folder, tmp_p
     assert not results.readable({"schema_version": 99}) and not results.readable([])
 
 
-def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_folder, tmp_path):
+def test_the_best_checkpoint_rebuilds_the_model_and_its_backbone(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     assert run(folder_run(image_folder, run_dir, "train.epochs=2")) == 0
     r = read_results(run_dir)
@@ -101,6 +101,16 @@ def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_f
     with torch.no_grad():
         hits = sum((model(x).argmax(1) == y).sum().item() for x, y in val)
     assert 100 * hits / r["data"]["num_val"] == pytest.approx(r["best"]["val_top1"])
+    # The same weights as a detection/segmentation backbone: stage outputs through timm.
+    x = next(iter(val))[0]
+    for feature_cls in ("list", "getter"):
+        backbone = load_run_model(
+            run_dir, features_only=True, out_indices=(1, 2, 3), feature_cls=feature_cls
+        )
+        with torch.no_grad():
+            want = model.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
+            for got, ref in zip(backbone(x), want, strict=True):
+                torch.testing.assert_close(got, ref)
 
 
 def test_one_epoch_on_the_builtin_data(tmp_path):

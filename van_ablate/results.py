@@ -38,6 +38,15 @@ OBJECTIVE_FIELDS: tuple[str, ...] = (
     "complexity.flops_paper",
     "wall_time_s",
 )
+# The objectives where more is better: a sweep without a direction refuses them, since the
+# official sweeper's default direction is minimize.
+HIGHER_IS_BETTER: tuple[str, ...] = (
+    "best.val_top1",
+    "best.val_top5",
+    "final.val_top1",
+    "final.val_top5",
+    "final.images_per_sec",
+)
 _PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "omegaconf", "optuna", "wandb", "numpy")
 
 
