@@ -78,35 +78,48 @@ def attention_figure(
     rows: Sequence[tuple[str, list[np.ndarray], np.ndarray, int]],
     image: np.ndarray,
     cam_title: str = "Grad-CAM",
+    true_class: int | None = None,
+    class_names: Sequence[str] = (),
 ) -> Figure:
-    """One image: per row (label, stage maps, Grad-CAM, predicted class) the maps side by side."""
+    """One image: per row (label, stage maps, Grad-CAM, predicted class) the maps side by side,
+    with one colorbar per map kind and the predicted class beside the true one (when known)."""
     n_stages = len(rows[0][1])
     fig, axes = plt.subplots(
-        len(rows), n_stages + 2, figsize=(1.9 * (n_stages + 2), 2.0 * len(rows)), squeeze=False
-    )
+        len(rows), n_stages + 2, figsize=(1.9 * (n_stages + 2) + 1.2, 2.0 * len(rows) + 0.3),
+        squeeze=False,
+    )  # fmt: skip
+    name = (lambda c: class_names[c] if c < len(class_names) else str(c)) if class_names else str
     for r, (label, maps, cam, pred) in enumerate(rows):
         axes[r, 0].imshow(image)
         axes[r, 0].set_ylabel(label, fontsize=8)
         for s, m in enumerate(maps):
-            axes[r, s + 1].imshow(m, cmap="viridis", vmin=0, vmax=1)
+            att = axes[r, s + 1].imshow(m, cmap="viridis", vmin=0, vmax=1)
         axes[r, -1].imshow(image)
-        axes[r, -1].imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[r, -1].set_xlabel(f"class {pred}", fontsize=8)
+        heat = axes[r, -1].imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        caption = f"pred {name(pred)}"
+        if true_class is not None:
+            caption += f"\ntrue {name(true_class)}" + (" ✓" if pred == true_class else " ✗")
+        axes[r, -1].set_xlabel(caption, fontsize=8)
     titles = ["input", *(f"LKA stage {s + 1}" for s in range(n_stages)), cam_title]
     for c, title in enumerate(titles):
         axes[0, c].set_title(title, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.colorbar(att, ax=axes[:, 1:-1], shrink=0.8, label="attention (per-image min-max)")
+    fig.colorbar(heat, ax=axes[:, -1], shrink=0.8, label="Grad-CAM")
     fig.set_layout_engine("constrained")
     return fig
 
 
-def load_images(run_dir: Path, n: int, image_dir: Path | None) -> tuple[torch.Tensor, np.ndarray]:
-    """``n`` images as the run's model sees them (its eval transforms) and as RGB for display.
+def load_images(
+    run_dir: Path, n: int, image_dir: Path | None
+) -> tuple[torch.Tensor, np.ndarray, list[int] | None, list[str]]:
+    """``n`` images as the run's model sees them (its eval transforms) and as RGB for display;
+    their true classes and the class names where the images come with labels.
 
-    From ``image_dir`` (sorted image files) when given, else the first ``n`` of the run's own
-    validation split (its data config in results.json).
+    From ``image_dir`` (sorted image files, no labels) when given, else the first ``n`` of the
+    run's own validation split (its data config in results.json).
     """
     from timm.data import create_transform
 
@@ -117,8 +130,11 @@ def load_images(run_dir: Path, n: int, image_dir: Path | None) -> tuple[torch.Te
     if image_dir is None:
         _, val, _ = build_loaders(data, batch_size=n, eval_batch_size=n, seed=config["seed"])
         val.set_epoch(0)
-        batch = next(iter(val))[0][:n]
+        batch, labels = (t[:n] for t in next(iter(val)))
+        labels = labels.tolist()
+        names = _class_names(val.dataset)
     else:
+        labels, names = None, []
         from PIL import Image
 
         files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
@@ -134,7 +150,35 @@ def load_images(run_dir: Path, n: int, image_dir: Path | None) -> tuple[torch.Te
         batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
     mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
     rgb = (batch * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    return batch, rgb
+    return batch, rgb, labels, names
+
+
+def _class_names(dataset) -> list[str]:
+    """The dataset's class names, through the wrappers around it (ours, timm's); else none."""
+    for _ in range(4):
+        if getattr(dataset, "classes", None):
+            return [str(c) for c in dataset.classes]
+        dataset = getattr(dataset, "dataset", None)
+    return []
+
+
+def select_runs(folders: Sequence[Path], presets: Sequence[str], seed: int = 0) -> list[Path]:
+    """The run directory of each preset (``baseline``, ``k7``, ``no_sigmoid+k7``) with ``seed``,
+    in the order given, from the completed runs under ``folders``; the first found if several.
+    """
+    from van_ablate.analysis.collect import load_runs
+
+    runs = load_runs(folders).runs
+    runs = runs[(runs["status"] == "completed") & (runs["seed"] == seed)]
+    chosen = []
+    for preset in presets:
+        hits = runs[runs["presets"] == preset]["path"]
+        if hits.empty:
+            known = ", ".join(sorted(set(runs["presets"]))) or "none"
+            allowed = f"no completed run with seed {seed} under the folders given (there: {known})"
+            raise ConfigError("--presets", preset, allowed)
+        chosen.append(Path(hits.iloc[0]).parent)
+    return chosen
 
 
 def run_label(run_dir: Path) -> str:
@@ -168,7 +212,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m van_ablate.analysis.attention",
         description="LKA attention maps per stage and Grad-CAM, side by side across runs.",
     )
-    p.add_argument("runs", nargs="+", help="run directories with checkpoints/")
+    p.add_argument(
+        "runs", nargs="+", help="run directories with checkpoints/, or with --presets, folders"
+    )
+    p.add_argument(
+        "--presets",
+        help="comma list of presets (baseline,k7): one run each, found under the folders given",
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --presets: the seed (default 0)")
     p.add_argument("--images", type=int, default=4, help="how many images (default 4)")
     p.add_argument("--image-dir", help="images to use (default: the first run's val split)")
     p.add_argument("--which", default="best", help="checkpoint: best or last (default best)")
@@ -201,10 +252,12 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if image_dir is not None and not image_dir.is_dir():
         raise ConfigError("--image-dir", args.image_dir, "no such folder")
     runs = [Path(r) for r in args.runs]
+    if args.presets:
+        runs = select_runs(runs, [p.strip() for p in args.presets.split(",")], args.seed)
     for run in runs:
         if not (run / "checkpoints" / f"{args.which}.pt").is_file():
             raise ConfigError("runs", str(run), f"has no checkpoints/{args.which}.pt")
-    batch, rgb = load_images(runs[0], args.images, image_dir)
+    batch, rgb, labels, names = load_images(runs[0], args.images, image_dir)
     formats = ("png",) if args.no_svg else figures.FORMATS
     per_run, stage = [], None
     for run in runs:
@@ -219,11 +272,12 @@ def _run(args: argparse.Namespace) -> list[Path]:
         rows = [
             (label, [m[i] for m in maps], cam[i], pred[i]) for label, maps, cam, pred in per_run
         ]
-        fig = attention_figure(rows, rgb[i], f"Grad-CAM (stage {stage} block)")
+        true = labels[i] if labels is not None else None
+        fig = attention_figure(rows, rgb[i], f"Grad-CAM (stage {stage} block)", true, names)
         saved = figures.save(fig, out, f"attention_{i}", formats)
         written += saved
         pngs += [p for p in saved if p.suffix == ".png"]
-    notes = [f"Runs: {', '.join(map(str, runs))} ({args.which} checkpoints)."]
+    notes = [f"Runs: {', '.join(map(render.relative, runs))} ({args.which} checkpoints)."]
     page = render.html_page("What LKA looks at", {}, pngs, notes=notes)
     written.append(atomic_write_text(out / "attention.html", page))
     return written

@@ -22,6 +22,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
 from van_ablate import paper
 from van_ablate.analysis.collect import spec_columns
+from van_ablate.analysis.stats import mean_ci
 from van_ablate.io import atomic_write
 from van_ablate.lka import LKASpec, auto_dilation
 
@@ -31,6 +32,33 @@ FORMATS = ("png", "svg")
 _DEFAULTS = {
     k: v for k, v in spec_columns(LKASpec()).items() if k not in ("kernel_size", "dilation")
 }
+
+
+# One colour per preset in every figure, in the paper's order (14 presets: tab10 would repeat).
+PRESET_COLOURS = {
+    name: plt.get_cmap("tab20").colors[i % 20] for i, name in enumerate(paper.PRESETS)
+}
+_OTHER_COLOURS = plt.get_cmap("Dark2").colors  # labels that are not presets (NAS points)
+
+
+def colour(label: str, i: int = 0):
+    """The preset's colour (``k7``, ``van_proxy k7``), else the ``i``-th of a second palette."""
+    name = str(label).split()[-1] if label else ""
+    return PRESET_COLOURS.get(name, _OTHER_COLOURS[i % len(_OTHER_COLOURS)])
+
+
+def chance(runs: pd.DataFrame) -> float | None:
+    """Top-1 of guessing, in percent, when the runs agree on their number of classes."""
+    classes = runs["num_classes"].dropna().unique() if "num_classes" in runs else []
+    return 100.0 / float(classes[0]) if len(classes) == 1 and classes[0] > 0 else None
+
+
+def full_scale(ax, chance_top1: float | None) -> None:
+    """y from 0 to 100 % with the chance line: our small runs and the paper's ImageNet figures
+    on one honest scale."""
+    ax.set_ylim(0, 100)
+    if chance_top1 is not None:
+        ax.axhline(chance_top1, color="0.4", ls="--", lw=1, label=f"chance ({chance_top1:.4g}%)")
 
 
 def save(fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -55,20 +83,24 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
         return None
     fig, (ax, dax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for (model, data), group in done.groupby(["model", "data"], dropna=False):
-        stats = group.groupby("kernel_size")[metric].agg(["mean", "std", "count"])
+        per_k = group.groupby("kernel_size")[metric]
+        stats = per_k.agg(["mean", "count"])
+        half = per_k.apply(lambda x: _half_width(x.to_numpy(float)))
         ax.errorbar(
             stats.index,
             stats["mean"],
-            yerr=stats["std"].fillna(0),
+            yerr=half.fillna(0),
             marker="o",
             capsize=3,
-            label=f"{model} {data} (n={int(stats['count'].sum())})",
+            label=f"{model} {data} (n={int(stats['count'].sum())}; bars: 95% CI)",
         )
         if 21 in stats.index:
             dax.plot(stats.index, stats["mean"] - stats.loc[21, "mean"], marker="o", label=model)
     k = [r.lka.kernel_size for r in paper.KERNEL_TABLE]
     top1 = np.array([r.top1 for r in paper.KERNEL_TABLE])
     dax.plot(k, top1 - top1[k.index(21)], marker="*", ms=10, color="k", label="paper (VAN-B0)")
+    ax.plot(k, top1, marker="*", ms=10, color="k", ls=":", label="paper (VAN-B0, ImageNet)")
+    full_scale(ax, chance(done))
     ax.set(xlabel="kernel size K (d by Eq. 3)", ylabel="top-1 (%)", title="Top-1 against K")
     dax.set(xlabel="kernel size K", ylabel="Δ top-1 to K=21 (points)", title="Δ to K=21")
     dax.axhline(0, color="0.7", lw=0.8)
@@ -76,6 +108,11 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
     return fig
+
+
+def _half_width(values: np.ndarray) -> float:
+    ci = mean_ci(values)
+    return (ci.high - ci.low) / 2 if ci.n > 1 else np.nan
 
 
 def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:
@@ -101,7 +138,9 @@ _OFF_FRONT = {
 }
 
 
-def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Figure | None:
+def top1_vs_macs(
+    points: pd.DataFrame, title: str = "Top-1 against MACs", chance_top1: float | None = None
+) -> Figure | None:
     """(a) our points (``macs``, ``top1``, ``label``, ``kind``) and their front; (b) the paper's.
 
     The paper's points (Table 3 and kernel-size rows, VAN-B0 on ImageNet, FLOPs as printed) get
@@ -114,7 +153,13 @@ def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Fig
     ok = points[points["kind"] == "complete"]
     front = ok[pareto_mask(ok["macs"].to_numpy(float), ok["top1"].to_numpy(float))]
     front = front.sort_values("macs")
-    ax.scatter(ok["macs"], ok["top1"], s=18, alpha=0.6, label=f"ours (n={len(ok)})")
+    labels = list(dict.fromkeys(ok["label"]))
+    if len(labels) <= 20:  # a colour per preset (or per NAS label)
+        for i, label in enumerate(labels):
+            mine = ok[ok["label"] == label]
+            ax.scatter(mine["macs"], mine["top1"], s=22, color=colour(label, i), label=label)
+    else:
+        ax.scatter(ok["macs"], ok["top1"], s=18, alpha=0.6, label=f"ours (n={len(ok)})")
     for kind, style in _OFF_FRONT.items():
         off = points[points["kind"] == kind]
         if len(off):
@@ -132,6 +177,7 @@ def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Fig
         ax.set_xscale("log")
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
+    full_scale(ax, chance_top1)
     ax.set(xlabel="MACs per image", ylabel="top-1 (%)", title=title)
     rows = [*paper.TABLE3, *paper.KERNEL_TABLE]
     paper_front = pareto_mask(np.array([r.flops for r in rows]), np.array([r.top1 for r in rows]))
@@ -141,7 +187,7 @@ def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Fig
             row.top1,
             marker="*o^sDvP<>Xdh"[i % 12],
             s=60,
-            color=f"C{i % 10}",
+            color=colour(row.preset, i),
             edgecolor="k" if on_front else "none",
             label=row.label,
         )
@@ -149,14 +195,51 @@ def top1_vs_macs(points: pd.DataFrame, title: str = "Top-1 against MACs") -> Fig
         xscale="log",
         xlabel="FLOPs per image (paper convention)",
         ylabel="top-1 (%)",
-        title="Paper: VAN-B0 on ImageNet-1K, 224²",
+        title="Paper: VAN-B0 on ImageNet-1K, 224² (y zoomed)",
     )
     pax.legend(
         fontsize=6, ncol=2, loc="lower right", title="black edge: paper's front", title_fontsize=6
     )
     for a in (ax, pax):
         a.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def top1_vs_speed(
+    runs: pd.DataFrame, metric: str = "best_top1", chance_top1: float | None = None
+) -> Figure | None:
+    """Top-1 (mean and 95% CI over seeds) against measured training images/s, per preset."""
+    done = runs[(runs["status"] == "completed")].dropna(subset=["images_per_sec", metric])
+    if done.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    groups = done.groupby(["model", "presets"], dropna=False)
+    for i, ((model, presets), group) in enumerate(groups):
+        top1 = group.groupby("seed")[metric].mean().to_numpy(float)
+        ci = mean_ci(top1)
+        speed = group["images_per_sec"].astype(float)
+        label = presets or "(no preset)"
+        ax.errorbar(
+            speed.mean(),
+            ci.mean,
+            yerr=0 if ci.n < 2 else (ci.high - ci.low) / 2,
+            xerr=[[speed.mean() - speed.min()], [speed.max() - speed.mean()]],
+            marker="o",
+            capsize=3,
+            color=colour(label, i),
+            label=f"{model} {label} (n={ci.n})",
+        )
+        ax.annotate(label, (speed.mean(), ci.mean), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    full_scale(ax, chance_top1 if chance_top1 is not None else chance(done))
+    ax.set(
+        xlabel="measured training images/s (mean over epochs; bars: min-max over runs)",
+        ylabel="top-1 (%) (bars: 95% CI over seeds)",
+        title="Top-1 against measured training speed",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -168,17 +251,17 @@ def curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
     labelled["label"] = labelled["presets"].where(labelled["presets"] != "", "(no preset)")
     labelled["label"] = labelled["model"] + " " + labelled["label"]
     fig, (ax, lax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    colors = plt.get_cmap("tab20").colors  # 14 presets: tab10 would repeat colours
     for i, (label, group) in enumerate(labelled.groupby("label")):
-        color = colors[i % len(colors)]
+        color = colour(label, i)
         for a, col in ((ax, "val_top1"), (lax, "train_loss")):
             stats = group.groupby("epoch")[col].agg(["mean", "min", "max"])
             n = group["run_id"].nunique()
             a.plot(stats.index, stats["mean"], color=color, label=f"{label} (n={n})")
             a.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+    full_scale(ax, chance(runs))
     ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="Validation top-1 (mean, min-max)")
     lax.set(xlabel="epoch", ylabel="train loss", title="Train loss (mean, min-max)")
-    ax.legend(fontsize=7, ncol=2)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=7)
     for a in (ax, lax):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from van_ablate.analysis import stats
+from van_ablate.analysis.tables import summary
+
 MISSING = "missing"
+SIGNIFICANT = "*"
+NO_CONCLUSION = "no conclusion (under 2 seeds)"
 TITLES = {
     "table3": "Table 3: LKA components",
     "kernel": "Kernel size K of LKA",
@@ -24,11 +29,41 @@ TITLES = {
 }
 NOTES = (
     "Top-1 ours: mean ± sample std over seeds (n; runs repeating a seed averaged first), "
-    "completed runs only; "
+    "completed runs only; 95% CI: Student-t interval of the mean over seeds. "
+    f"Δ base ours: our row's mean minus our baseline's, with the 95% interval of the difference "
+    f"and {stats.TEST} (unequal variances, seeds as independent samples); "
+    f"{SIGNIFICANT} marks p < {stats.ALPHA:g}. A row or baseline with fewer than 2 seeds has no "
+    "interval and no test, and says 'no conclusion'. Agrees with paper: our Δ has the sign of "
+    f"the paper's, asked only where the paper's |Δ| is at least {stats.PAPER_DELTA_MIN:g} points. "
+    "Train img/s: measured training images per second, mean over epochs and runs (depends on "
+    "the machine and its threads). "
     "'missing' where no run matched the row. Params in M, MACs/FLOPs in G (ours: closed form / "
     "fvcore count). † Δ paper compares different scales (our model, data and image size "
     "against the paper's ImageNet-1K at 224²); compare Δ baseline columns instead."
 )
+
+
+def relative(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies under it, so that a report names
+    no machine's folders; other paths as they are."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def relative_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every absolute path under the working directory made relative."""
+    out = frame.copy()
+    for col in out.columns:
+        paths = out[col].map(lambda v: isinstance(v, str) and Path(v).is_absolute())
+        if paths.any():
+            out[col] = out[col].where(~paths, out[col][paths].map(relative))
+    out.attrs = frame.attrs
+    return out
 
 
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
@@ -43,19 +78,28 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             "Params (M) ours": _pair(rows, "params_m", "params_counted_m"),
             "FLOPs (G) paper": table["paper_flops_printed"].replace("", "—"),
             "MACs (G) ours": _pair(rows, "macs_g", "macs_counted_g"),
+            "Train img/s ours": [_ours_cell(r, f"{r['images_per_sec']:.0f}") for _, r in rows],
             "Top-1 paper": table["paper_top1"].map(lambda x: "—" if pd.isna(x) else f"{x:.1f}"),
             "Top-1 ours": [_top1(r) for _, r in rows],
+            "95% CI ours": [
+                _ours_cell(r, _ci(r["top1_ci_low"], r["top1_ci_high"])) for _, r in rows
+            ],
             "Δ base paper": table["paper_delta_baseline"].map(_signed),
-            "Δ base ours": [_ours_cell(r, _signed(r["delta_baseline"])) for _, r in rows],
+            "Δ base ours [95% CI]": [_ours_cell(r, _delta(r)) for _, r in rows],
+            "p (Welch)": [_ours_cell(r, _p(r)) for _, r in rows],
+            "Agrees with paper": [_ours_cell(r, _agrees(r)) for _, r in rows],
             "Δ paper": [_ours_cell(r, _dagger(r)) for _, r in rows],
         }
     )
 
 
 def to_markdown(table: pd.DataFrame, kind: str) -> str:
-    """A Markdown section: heading, the table, the note on conventions."""
+    """A Markdown section: heading, the table, the summary of the tests, the note on conventions."""
     body = display_frame(table).to_markdown(index=False, disable_numparse=True)
-    return f"### {TITLES[kind]}\n\n{body}\n\n{NOTES}\n"
+    parts = [f"### {TITLES[kind]}", body]
+    if lines := summary(table):
+        parts.append("\n".join(f"- {line}" for line in lines))
+    return "\n\n".join([*parts, NOTES]) + "\n"
 
 
 def to_latex(table: pd.DataFrame, kind: str) -> str:
@@ -87,6 +131,7 @@ def html_page(
     for kind, table in tables.items():
         parts.append(f"<h2>{html.escape(TITLES.get(kind, kind))}</h2>")
         parts.append(display_frame(table).to_html(index=False, border=0, escape=True))
+        parts += [f"<p class='summary'>{html.escape(line)}</p>" for line in summary(table)]
     if tables:
         parts.append(f"<p class='note'>{html.escape(NOTES)}</p>")
     for heading, frame in (frames or {}).items():
@@ -105,7 +150,7 @@ def html_page(
         )
     if skipped:
         parts.append("<h2>Skipped files</h2><ul>")
-        parts += [f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in skipped]
+        parts += [f"<li>{html.escape(relative(p))}: {html.escape(r)}</li>" for p, r in skipped]
         parts.append("</ul>")
     body = "\n".join(parts)
     return (
@@ -130,6 +175,32 @@ def _num(x: float) -> str:
 
 def _signed(x: float) -> str:
     return "—" if pd.isna(x) else f"{x:+.2f}"
+
+
+def _ci(low: float, high: float) -> str:
+    return NO_CONCLUSION if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def _delta(row: pd.Series) -> str:
+    if row["baseline"]:
+        return "(baseline)"
+    if pd.isna(row["delta_baseline"]):
+        return "—"
+    if pd.isna(row["p_value"]):
+        return f"{_signed(row['delta_baseline'])} {NO_CONCLUSION}"
+    mark = f" {SIGNIFICANT}" if row["significant"] else ""
+    interval = f"[{row['delta_ci_low']:+.2f}, {row['delta_ci_high']:+.2f}]"
+    return f"{_signed(row['delta_baseline'])} {interval}{mark}"
+
+
+def _p(row: pd.Series) -> str:
+    return "—" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}"
+
+
+def _agrees(row: pd.Series) -> str:
+    if row["agrees_paper"] is None or pd.isna(row["agrees_paper"]):
+        return "—"
+    return "yes" if row["agrees_paper"] else "no"
 
 
 def _dagger(row: pd.Series) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import yaml
 
 from van_ablate.analysis import figures, render
 from van_ablate.analysis.collect import Collection, empty, load_runs
@@ -35,10 +37,12 @@ from van_ablate.io import atomic_write_text
 
 log = logging.getLogger("analysis")
 FORMATS = ("md", "tex", "csv", "html")
-FIGURES = ("kernel_size", "pareto", "curves", "history", "importances")
+# Optuna's TPESampler and GPSampler default: fewer trials are random draws, with no trend yet.
+STARTUP_TRIALS = 10
+FIGURES = ("kernel_size", "pareto", "speed", "curves", "history", "importances")
 #: report -> (tables, figures)
 REPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "table3": (("table3",), ("pareto", "curves")),
+    "table3": (("table3",), ("pareto", "speed", "curves")),
     "kernel": (("kernel",), ("kernel_size", "curves")),
     "layer_scale": (("layer_scale",), ("curves",)),
     "pareto": ((), ("pareto", "history", "importances")),
@@ -64,6 +68,7 @@ def make_report(
     formats: Sequence[str] = FORMATS,
     metric: str = "best",
     svg: bool = True,
+    startup: int = 10,
 ) -> Report:
     """Write report ``kind`` of ``data`` (and ``study``) into ``out``.
 
@@ -81,16 +86,18 @@ def make_report(
         for fmt in (f for f in formats if f in writers):
             files.append(atomic_write_text(out / f"{name}.{fmt}", writers[fmt]()))
     front = pareto_front(data, METRICS[metric]) if "pareto" in figure_names else None
+    few = _too_few(data, study, startup) if front is not None else None
     if front is not None:
         files.append(atomic_write_text(out / "pareto_front.csv", front.to_csv(index=False)))
         if "md" in formats:
-            md = front.to_markdown(index=False)
+            md = front.to_markdown(index=False) + (f"\n\nWarning: front {few}." if few else "")
             files.append(atomic_write_text(out / "pareto_front.md", md + "\n"))
     if not data.trials.empty:
-        files.append(atomic_write_text(out / "trials.csv", data.trials.to_csv(index=False)))
+        trials = render.relative_paths(data.trials).to_csv(index=False)
+        files.append(atomic_write_text(out / "trials.csv", trials))
     pngs = []
     for name in figure_names:
-        fig = _figure(name, data, study, METRICS[metric])
+        fig = _figure(name, data, study, METRICS[metric], startup)
         if fig is None:
             log.warning("no %s figure: nothing to plot in the inputs", name)
             continue
@@ -110,27 +117,70 @@ def make_report(
     return Report(files, tables, pngs)
 
 
-def _figure(name: str, data: Collection, study: optuna.Study | None, metric: str):
+def _figure(name: str, data: Collection, study: optuna.Study | None, metric: str, startup: int):
     if name == "kernel_size":
         return figures.top1_vs_kernel(data.runs, metric)
     if name == "curves":
         return figures.curves(data.runs, data.epochs)
+    if name == "speed":
+        return figures.top1_vs_speed(data.runs, metric)
     if name == "pareto":
-        title = f"Top-1 against MACs: study {study.study_name}" if study else None
-        return figures.top1_vs_macs(pareto_points(data, metric), title or "Top-1 against MACs")
+        title = f"Top-1 against MACs: study {study.study_name}" if study else "Top-1 against MACs"
+        if (few := _too_few(data, study, startup)) is not None:
+            title += f"\nwarning: {few}"
+        points = pareto_points(data, metric)
+        return figures.top1_vs_macs(points, title, figures.chance(data.runs))
     if study is None:
         return None
     target = data.trials.attrs.get("objectives", ["value"])[0]
     if name == "history":
         return figures.study_history(study, target)
-    return figures.study_importances(study, target)
+    fig = figures.study_importances(study, target)
+    if fig is not None and (few := _too_few(data, study, startup)) is not None:
+        fig.axes[0].set_title(f"{fig.axes[0].get_title()}\nwarning: {few}", color="C3")
+    return fig
+
+
+def _too_few(data: Collection, study: optuna.Study | None, startup: int) -> str | None:
+    """A warning when the study has fewer complete trials than its sampler's startup count."""
+    if study is None or data.trials.empty:
+        return None
+    done = int((data.trials["state"] == "COMPLETE").sum())
+    if done >= startup:
+        return None
+    text = f"from {done} complete trials, fewer than the sampler's {startup} startup trials"
+    log.warning("study %s: %s", study.study_name, text)
+    return text
+
+
+def startup_trials(storage: str | None) -> int:
+    """The sampler's startup count: its ``n_startup_trials`` or ``population_size`` in the
+    sweep's ``multirun.yaml`` beside a journal storage, else :data:`STARTUP_TRIALS`.
+
+    >>> startup_trials(None)
+    10
+    """
+    path = Path(storage).parent / "multirun.yaml" if storage and "://" not in storage else None
+    if path is None or not path.is_file():
+        return STARTUP_TRIALS
+    try:
+        sampler = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["sampler"] or {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return STARTUP_TRIALS
+    for key in ("n_startup_trials", "population_size"):
+        if isinstance(sampler.get(key), int):
+            return sampler[key]
+    return STARTUP_TRIALS
 
 
 def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
-    """(macs, top1, label, kind) per finished trial of a study, else per run configuration.
+    """(macs, top1, label, kind, number) per finished trial of a study, else per run
+    configuration.
 
-    ``kind`` is "complete", "pruned" (its value is from the epochs it ran) or "infeasible"
-    (outside the sweep's constraints); only complete points can be on the Pareto front.
+    ``label`` names the point as people know it: its presets (``no_dw_conv``), else its LKA
+    (``K13 d2``) with the trial number; ``kind`` is "complete", "pruned" (its value is from the
+    epochs it ran) or "infeasible" (outside the sweep's constraints); only complete points can
+    be on the Pareto front. ``number`` is the trial's, NaN for run configurations.
     """
     trials = data.trials
     if not trials.empty:
@@ -140,31 +190,56 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
         macs = _trial_macs(done, names, data.runs)
         if top1 is not None and macs.notna().any():
             kind = done["state"].str.lower().where(done["feasible"], "infeasible")
-            label = "#" + done["number"].astype(str)
-            return pd.DataFrame({"macs": macs, "top1": done[top1], "label": label, "kind": kind})
+            label = _trial_labels(done, data.runs)
+            return pd.DataFrame(
+                {"macs": macs, "top1": done[top1], "label": label, "kind": kind,
+                 "number": done["number"]}
+            )  # fmt: skip
     runs = data.runs[data.runs["status"] == "completed"]
     keys = ["model", "presets", "kernel_size", "dilation", "arch", "macs"]
     grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
+    label = grouped["presets"].where(grouped["presets"] != "", _spec_label(grouped))
     return pd.DataFrame(
         {
             "macs": grouped["macs"],
             "top1": grouped[metric],
-            "label": grouped["presets"],
+            "label": label,
             "kind": "complete",
+            "number": math.nan,
         }  # fmt: skip
     )
 
 
+def _trial_labels(trials: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    of_study = runs[runs["study_name"] == trials["study_name"].iloc[0]] if len(trials) else runs
+    linked = of_study.dropna(subset=["trial_number"]).drop_duplicates("trial_number")
+    linked = linked.set_index("trial_number")
+    presets, specs = linked["presets"].to_dict(), _spec_label(linked).to_dict()
+    return pd.Series(
+        [presets.get(n) or f"{specs.get(n, '')} #{n}".strip() for n in trials["number"]],
+        index=trials.index,
+    )
+
+
+def _spec_label(runs: pd.DataFrame) -> pd.Series:
+    k = runs["kernel_size"].map(lambda x: "" if pd.isna(x) else f"K{int(x)}")
+    d = runs["dilation"].map(lambda x: "" if pd.isna(x) else f" d{int(x)}")
+    return k + d
+
+
 def pareto_front(data: Collection, metric: str = "best_top1") -> pd.DataFrame | None:
-    """The study's trials on the top-1 / MACs front: number, objectives, parameters."""
+    """The study's trials on the top-1 / MACs front: number, label, objectives, parameters."""
     points = pareto_points(data, metric)
-    if data.trials.empty or points.empty or not points["label"].str.startswith("#").all():
+    if data.trials.empty or points.empty or points["number"].isna().any():
         return None
     points = points[points["kind"] == "complete"]
     on_front = figures.pareto_mask(points["macs"].to_numpy(float), points["top1"].to_numpy(float))
-    front = data.trials.loc[points.index[on_front]].assign(macs=points["macs"][on_front])
+    front = data.trials.loc[points.index[on_front]].assign(
+        macs=points["macs"][on_front], label=points["label"][on_front]
+    )
     objectives = data.trials.attrs.get("objectives", [])
-    keep = ["number", "state", *objectives, *([] if "complexity.macs" in objectives else ["macs"])]
+    keep = ["number", "label", "state", *objectives]
+    keep += [] if "complexity.macs" in objectives else ["macs"]
     keep += [c for c in front.columns if c.startswith("param.")]
     return front.sort_values("macs")[keep].reset_index(drop=True)
 
@@ -203,6 +278,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
     p.add_argument("--metric", default="best", help="top-1 to pool: best or final")
     p.add_argument("--no-svg", action="store_true", help="figures as PNG only (default +SVG)")
+    p.add_argument(
+        "--startup-trials",
+        type=int,
+        help="warn on importances and fronts from fewer complete trials (default: the sampler's "
+        f"n_startup_trials or population_size in the sweep's multirun.yaml, else {STARTUP_TRIALS})",
+    )
     p.add_argument("--wandb-project", help="also log tables and figures to this W&B project")
     p.add_argument("--wandb-group", help="W&B group of the report run (default: the study)")
     return p
@@ -230,6 +311,8 @@ def _run(args: argparse.Namespace) -> Report:
         raise ConfigError("--metric", args.metric, f"must be one of {', '.join(METRICS)}")
     if not (args.runs or args.storage or args.wandb_runs):
         raise ConfigError("runs", "", "give run directories, --storage or --wandb-runs")
+    if args.startup_trials is not None and args.startup_trials < 1:
+        raise ConfigError("--startup-trials", args.startup_trials, "must be an integer >= 1")
     if args.study and not args.storage:
         raise ConfigError("--study", args.study, "needs --storage")
     study, trials = None, pd.DataFrame()
@@ -258,6 +341,7 @@ def _run(args: argparse.Namespace) -> Report:
         formats=formats,
         metric=args.metric,
         svg=not args.no_svg,
+        startup=args.startup_trials or startup_trials(args.storage),
     )
     if args.wandb_project:
         from van_ablate.analysis.wandb_io import upload_report

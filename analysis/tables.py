@@ -7,7 +7,9 @@ on or off, and for the LayerScale table the model. So ``+ablation=k21``, ``+abla
 and ``+ablation=no_sigmoid`` all land on the paper's VAN-B0 row. Runs are pooled over seeds
 (runs repeating a seed are averaged first) only where model, architecture, data, image size and
 training recipe agree; each such group gets the whole table in the paper's row order, and a row
-without completed runs says ``missing``.
+without completed runs says ``missing``. Each row carries its 95 % interval over seeds and its
+difference from the group's baseline with Welch's test (:mod:`analysis.stats`), and
+:func:`summary` counts the rows that differ and those in the paper's direction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from van_ablate import paper
+from van_ablate.analysis import stats
 from van_ablate.analysis.collect import SPEC_COLUMNS, spec_columns
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
@@ -32,8 +35,10 @@ TABLE_COLUMNS = (
     "table", "row", "preset", "model", "arch", "data", "img_size", "recipe", "paper_model",
     "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
     "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
-    "flops_paper_g", "top1_mean", "top1_std", "n_runs", "n_seeds", "n_not_completed",
-    "delta_baseline", "paper_delta_baseline", "delta_paper", "same_scale", "missing",
+    "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
+    "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "delta_ci_low",
+    "delta_ci_high", "p_value", "significant", "paper_delta_baseline", "agrees_paper",
+    "delta_paper", "same_scale", "missing",
 )  # fmt: skip
 
 
@@ -138,6 +143,7 @@ def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
     # one value per seed: runs repeating a seed (the same grid point in two studies) are
     # averaged first, so they do not count as extra evidence
     top1 = done.groupby("seed")[metric].mean().astype(float)
+    ci = stats.mean_ci(top1.to_numpy())
     first = done.iloc[0] if len(done) else None
     return pd.Series(
         {
@@ -146,8 +152,12 @@ def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
             "macs_g": _scaled(first, "macs", 1e9),
             "macs_counted_g": _scaled(first, "macs_counted", 1e9),
             "flops_paper_g": _scaled(first, "flops_paper", 1e9),
-            "top1_mean": top1.mean() if len(top1) else math.nan,
+            "images_per_sec": done["images_per_sec"].astype(float).mean(),
+            "top1_mean": ci.mean,
             "top1_std": top1.std() if len(top1) > 1 else math.nan,
+            "top1_ci_low": ci.low,
+            "top1_ci_high": ci.high,
+            "top1_seeds": tuple(top1),
             "n_runs": len(done),
             "n_seeds": len(top1),
             "n_not_completed": len(runs) - len(done),
@@ -156,17 +166,71 @@ def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def _deltas(table: pd.DataFrame, rows: Sequence[PaperRow]) -> pd.DataFrame:
-    """Δ to the baseline row of the same group (and model), ours and the paper's; Δ to paper."""
+    """Δ to the baseline row of the same group (and model), ours with its interval and Welch's
+    test, and the paper's; whether ours has the paper's sign; Δ to paper."""
     keys = [*GROUP, "paper_model"]
-    base = table[table["row"].isin({r.label for r in rows if r.lka == LKASpec() and r.layer_scale})]
-    base = base[[*keys, "top1_mean", "paper_top1"]].rename(
-        columns={"top1_mean": "base_top1", "paper_top1": "paper_base_top1"}
+    table["baseline"] = table["row"].isin(
+        {r.label for r in rows if r.lka == LKASpec() and r.layer_scale}
+    )
+    base = table[table["baseline"]]
+    base = base[[*keys, "top1_mean", "top1_seeds", "paper_top1"]].rename(
+        columns={"top1_mean": "base_top1", "top1_seeds": "base_seeds", "paper_top1": "paper_base"}
     )
     table = table.merge(base, on=keys, how="left")
-    table["delta_baseline"] = table["top1_mean"] - table["base_top1"]
-    table["paper_delta_baseline"] = table["paper_top1"] - table["paper_base_top1"]
+    table["paper_delta_baseline"] = table["paper_top1"] - table["paper_base"]
+    tests = [_compare(r) for _, r in table.iterrows()]
+    table["delta_baseline"] = [t.delta for t in tests]
+    table["delta_ci_low"] = [t.low for t in tests]
+    table["delta_ci_high"] = [t.high for t in tests]
+    table["p_value"] = [t.p_value for t in tests]
+    # a bool where a test was made, else None (n < 2 on either side: no conclusion)
+    table["significant"] = [None if math.isnan(t.p_value) else t.significant for t in tests]
+    pairs = zip(table["delta_baseline"], table["paper_delta_baseline"], strict=True)
+    table["agrees_paper"] = [stats.agrees(d, p) for d, p in pairs]
     table["delta_paper"] = table["top1_mean"] - table["paper_top1"]
     return table
+
+
+def _compare(row: pd.Series) -> stats.Comparison:
+    ours, base = row["top1_seeds"], row["base_seeds"]
+    if row["baseline"] and isinstance(ours, tuple) and ours:  # no test of a row against itself
+        return stats.Comparison(0.0, math.nan, math.nan, math.nan)
+    if not isinstance(ours, tuple) or not isinstance(base, tuple) or not ours or not base:
+        return stats.Comparison(math.nan, math.nan, math.nan, math.nan)
+    return stats.welch(ours, base)
+
+
+def summary(table: pd.DataFrame) -> list[str]:
+    """One line per run group: how many rows differ from our baseline, how many in the paper's
+    direction, and how many draw no conclusion.
+
+    >>> summary(build_table("table3", load_runs(["runs"]).runs))  # doctest: +SKIP
+    ['van_proxy builtin@64: 3 of 7 rows differ from the baseline (Welch, p < 0.05); ...']
+    """
+    lines = []
+    for _, group in table.groupby(GROUP, dropna=False, sort=False):
+        if group["missing"].all():
+            continue
+        rows = group[~group["missing"] & ~group["baseline"]]
+        tested = rows[rows["significant"].notna()]
+        differ = tested[tested["significant"].astype(bool)]
+        agree = differ["agrees_paper"].eq(True).sum()
+        directed = differ["agrees_paper"].notna().sum()
+        line = (
+            f"{_group_name(group.iloc[0])}: {len(differ)} of {len(tested)} rows differ from the "
+            f"baseline ({stats.TEST}, p < {stats.ALPHA:g}); {agree} of them in the paper's "
+            f"direction ({directed} with a paper Δ of at least {stats.PAPER_DELTA_MIN:g} points)"
+        )
+        if len(rows) > len(tested):
+            line += f"; {len(rows) - len(tested)} rows with fewer than 2 seeds draw no conclusion"
+        lines.append(line)
+    return lines
+
+
+def _group_name(row: pd.Series) -> str:
+    if not row["data"]:
+        return str(row["model"])
+    return f"{row['model']} {row['data']}@{row['img_size']:g}"
 
 
 def _matches(runs: pd.DataFrame, row: PaperRow, kind: str) -> pd.Series:

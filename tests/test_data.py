@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 from importlib import resources
@@ -65,6 +66,82 @@ def test_builtin_generation_is_a_function_of_the_seed():
     c, _ = builtin_data.generate(16, seed=2)
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     assert not np.array_equal(a, c)
+
+
+def _v2_cells(images):
+    """Per cell: (vertical bar?, colour of the bar) read back from the pixels."""
+    n, size = len(images), builtin_data.IMG_SIZE // builtin_data.CELL
+    blocks = images.reshape(n, size, builtin_data.CELL, size, builtin_data.CELL, 3)
+    blocks = blocks.transpose(0, 1, 3, 2, 4, 5)  # N x grid x grid x CELL x CELL x 3
+    lit = (blocks != builtin_data.BACKGROUND).any(-1)
+    horizontal, vertical = builtin_data.BAR, builtin_data.BAR.T
+    assert ((lit == horizontal) | (lit == vertical)).all(axis=(-1, -2)).all()  # one 3 px bar each
+    is_vertical = (lit == vertical).all(axis=(-1, -2))
+    colour = blocks[:, :, :, 1, 1]  # the pixel both bars share
+    return is_vertical, colour
+
+
+def test_builtin_v2_every_cell_is_a_bar_coloured_as_cue_or_distractor_by_its_channels():
+    images, _ = builtin_data.generate_v2(64, seed=3)
+    _, colour = _v2_cells(images)
+    cue = colour[..., 0] == colour[..., 1]  # red equals green
+    assert abs(cue.mean() - builtin_data.CUE_FRACTION) < 0.03
+    bright_red = colour[..., 0] > 150
+    # each channel alone is bright as often in cues as in distractors: only their mix tells
+    assert abs(bright_red[cue].mean() - bright_red[~cue].mean()) < 0.03
+    kinds = {tuple(c) for c in colour.reshape(-1, 3).tolist()}
+    allowed = builtin_data.CUE_COLOURS.tolist() + builtin_data.DISTRACTOR_COLOURS.tolist()
+    assert kinds == {tuple(c) for c in allowed}
+
+
+def _agreement(is_vertical, keep, shift):
+    """Fraction of cell pairs one shift apart, both kept, whose bars have the same orientation."""
+    dy, dx = shift
+    g = is_vertical.shape[-1]
+    a = (slice(dy, None), slice(max(dx, 0), g + min(dx, 0)))
+    b = (slice(0, g - dy), slice(max(-dx, 0), g - max(dx, 0)))
+    both = keep[a] & keep[b]
+    return ((is_vertical[a] == is_vertical[b]) & both).sum() / both.sum()
+
+
+def test_builtin_v2_cue_bars_repeat_under_the_label_shift_and_distractors_under_another():
+    images, labels = builtin_data.generate_v2(64, seed=4)
+    is_vertical, colour = _v2_cells(images)
+    cue = colour[..., 0] == colour[..., 1]
+    kept = (1 - builtin_data.NOISE) ** 2
+    expected = kept + (1 - kept) / 2  # redrawn bars still match half the time
+    own, other, decoy_own, decoy_best = [], [], [], []
+    for n, label in enumerate(labels):
+        agree = [_agreement(is_vertical[n], cue[n], s) for s in builtin_data.SHIFTS]
+        own.append(agree[label])
+        other += [a for k, a in enumerate(agree) if k != label]
+        decoys = [_agreement(is_vertical[n], ~cue[n], s) for s in builtin_data.SHIFTS]
+        decoy_own.append(decoys[label])
+        decoy_best.append(max(a for k, a in enumerate(decoys) if k != label))
+    assert abs(np.mean(own) - expected) < 0.05 and abs(np.mean(other) - 0.5) < 0.05
+    # the distractors repeat as strongly, along another direction, never the label's
+    assert abs(np.mean(decoy_own) - 0.5) < 0.05
+    assert abs(np.mean(decoy_best) - expected) < 0.06
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_builtin_v2_generation_is_a_function_of_the_seed():
+    a, la = builtin_data.generate_v2(16, seed=1)
+    b, lb = builtin_data.generate_v2(16, seed=1)
+    c, _ = builtin_data.generate_v2(16, seed=2)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("name", ["builtin_v1", "builtin_v2"])
+def test_builtin_tasks_are_chosen_by_data_name_and_cached_apart(tmp_path, name):
+    cfg = dataclasses.replace(tiny_builtin(tmp_path), name=name)
+    train, _, info = build_loaders(cfg, batch_size=8, eval_batch_size=16, seed=0)
+    assert (info.name, info.num_classes) == (name, 4)
+    generate = builtin_data.generate_v2 if name == "builtin_v2" else builtin_data.generate
+    (cached,) = tmp_path.rglob("*.npz")
+    with np.load(cached) as f:
+        assert np.array_equal(f["train_x"], generate(len(f["train_y"]), seed=0)[0])
 
 
 def test_builtin_is_cached_and_reloaded_from_the_cache(tmp_path):

@@ -83,3 +83,41 @@ def test_grad_cam_layer_is_the_deepest_stage_at_least_four_wide():
     maps = [np.zeros((1, s, s)) for s in (16, 8, 4, 2)]
     assert attention.cam_stage(maps) == 3
     assert attention.cam_stage([np.zeros((1, 2, 2))]) == 1
+
+
+def test_figure_has_colorbars_and_puts_the_true_class_beside_the_predicted_one():
+    maps = [np.random.default_rng(0).random((s, s)) for s in (16, 8)]
+    rows = [("baseline s0", maps, np.zeros((64, 64)), 2), ("k7 s0", maps, np.zeros((64, 64)), 1)]
+    fig = attention.attention_figure(
+        rows, np.zeros((64, 64, 3)), true_class=1, class_names=["row", "column", "diagonal"]
+    )
+    cells, bars = fig.axes[:8], fig.axes[8:]
+    assert [b.get_ylabel() for b in bars] == ["attention (per-image min-max)", "Grad-CAM"]
+    assert cells[3].get_xlabel() == "pred diagonal\ntrue column ✗"
+    assert cells[7].get_xlabel() == "pred column\ntrue column ✓"
+
+
+def test_runs_are_chosen_by_preset_name_and_seed(runs, tmp_path):
+    dirs, images = runs
+    root = dirs[0].parent
+    assert attention.select_runs([root], ["no_pw_conv", "baseline"]) == [dirs[2], dirs[0]]
+    out = tmp_path / "out"
+    argv = [str(root), "--presets", "sigmoid,baseline", "--image-dir", str(images)]
+    assert attention.main([*argv, "--images", "1", "--out", str(out), "--no-svg"]) == 0
+    assert (out / "attention_0.png").is_file()
+
+
+def test_a_preset_without_a_run_is_one_line_naming_it(runs, capsys):
+    dirs, images = runs
+    code = attention.main([str(dirs[0].parent), "--presets", "k7", "--image-dir", str(images)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--presets" in err and "k7" in err
+
+
+def test_images_of_the_validation_split_come_with_their_true_classes_and_names(tmp_path):
+    data = {"num_train": 8, "num_val": 4, "cache_dir": str(tmp_path / "cache")}
+    run = write_run(tmp_path / "runs", make_results("b", preset="baseline", data=data))
+    _, _, labels, names = attention.load_images(run, 3, None)
+    assert names == list(builtin_data.CLASSES)
+    _, val = builtin_data.load(8, 4, seed=0, cache_dir=tmp_path / "cache")
+    assert labels == val.labels[:3].tolist()

@@ -1,4 +1,8 @@
-"""The built-in dataset: a CPU-sized image task whose label needs long-range comparisons.
+"""The built-in datasets: CPU-sized image tasks whose labels need what LKA is built for.
+
+Two tasks, chosen by ``data.name``; ``builtin`` is ``builtin_v1``.
+
+``builtin_v1``: a task whose label needs long-range comparisons.
 
 LKA's claim (paper Sec. 3.2, Table 3 and the kernel-size table) is that a large, decomposed
 receptive field helps. On ImageNet that takes GPU-days to show; this task makes it visible in
@@ -11,8 +15,22 @@ apart. VAN's default LKA (K=21, d=3) reaches 23 cells of the first stage's grid;
 d=2) reaches 9 and ``no_dwd_conv`` 5, so they must compare after downsampling, where 28 px is
 3.5 cells of the second stage and the copies no longer line up with its grid.
 
-Generated with numpy from a seed, cached as a ``.npz`` (written atomically) and served as PIL
-images, so timm's transforms and loaders apply as to any other dataset.
+``builtin_v2`` gives every part of LKA (Sec. 3.2, Table 3) a job on the same grid and period:
+
+- local structure (DW-Conv): each cell shows a 3 px bar, horizontal or vertical; its orientation
+  is the cell's symbol, a pixel-level pattern rather than a colour;
+- cross-channel structure (1x1 conv): a cell is a *cue* when its red and green channels are
+  equal (both bright or both dim) and a *distractor* when they differ; each channel alone is
+  bright half the time in both kinds, so only a mix of channels tells them apart;
+- input-dependent selection (the attention's multiplication): the cue cells' symbols repeat
+  under the label's shift; the distractors' symbols repeat as strongly under another direction
+  (drawn per image, never the label's), and which cells are cues is drawn afresh per image; a
+  model that weighs every cell alike sees two equally good repeats;
+- long-range structure (large K with the DW-D-Conv): the shift is ``PERIOD`` = 7 cells (28 px),
+  off the stage-2 grid, as in v1.
+
+Both are generated with numpy from a seed, cached as a ``.npz`` (written atomically) and served
+as PIL images, so timm's transforms and loaders apply as to any other dataset.
 """
 
 from __future__ import annotations
@@ -38,7 +56,14 @@ NOISE = 0.3  # fraction of dots drawn afresh after the repeat, so it holds only 
 BACKGROUND = 40
 PALETTE = np.array([[230, 40, 40], [40, 200, 40], [50, 90, 255], [230, 210, 30]], np.uint8)
 SHIFTS = ((0, PERIOD), (PERIOD, 0), (PERIOD, PERIOD), (PERIOD, -PERIOD))  # (dy, dx) per class
-VERSION = 1  # bump when the generator changes, so old caches are not reused
+VERSION = 1  # bump when a generator changes, so old caches are not reused
+# builtin_v2: (R, G, B) per kind and shade; R == G for cues, R != G for distractors.
+CUE_COLOURS = np.array([[220, 220, 70], [90, 90, 70]], np.uint8)
+DISTRACTOR_COLOURS = np.array([[220, 90, 70], [90, 220, 70]], np.uint8)
+BAR = np.zeros((CELL, CELL), bool)
+BAR[1, :DOT] = True  # horizontal; the vertical bar is its transpose
+CUE_FRACTION = 0.5
+TASKS = ("builtin", "builtin_v1", "builtin_v2")
 
 
 def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,9 +76,48 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     grid = IMG_SIZE // CELL
     labels = rng.integers(0, NUM_CLASSES, n)
-    colours = rng.integers(0, len(PALETTE), (n, grid, grid))
+    colours = _repeat(rng.integers(0, len(PALETTE), (n, grid, grid)), labels)
+    fresh = rng.random(colours.shape) < NOISE
+    colours[fresh] = rng.integers(0, len(PALETTE), int(fresh.sum()))
+    dots = PALETTE[colours].repeat(CELL, axis=1).repeat(CELL, axis=2)
+    in_dot = np.tile(np.arange(CELL) < DOT, grid)
+    in_dot = in_dot[:, None] & in_dot[None, :]
+    images = np.where(in_dot[None, :, :, None], dots, BACKGROUND).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+def generate_v2(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``builtin_v2``: ``n`` images (uint8, N x 64 x 64 x 3) and labels, from the seed alone.
+
+    The label is the direction in which the cue cells' bar orientations repeat.
+
+    >>> images, labels = generate_v2(8, seed=0)
+    >>> images.shape, images.dtype.name, sorted(set(labels.tolist())) <= [0, 1, 2, 3]
+    ((8, 64, 64, 3), 'uint8', True)
+    """
+    rng = np.random.default_rng(seed)
+    grid = IMG_SIZE // CELL
+    labels = rng.integers(0, NUM_CLASSES, n)
+    decoys = (labels + rng.integers(1, NUM_CLASSES, n)) % NUM_CLASSES  # never the label
+    cue_bars = _repeat(rng.integers(0, 2, (n, grid, grid)), labels)
+    decoy_bars = _repeat(rng.integers(0, 2, (n, grid, grid)), decoys)
+    cue = rng.random((n, grid, grid)) < CUE_FRACTION
+    vertical = np.where(cue, cue_bars, decoy_bars).astype(bool)
+    fresh = rng.random(vertical.shape) < NOISE
+    vertical[fresh] = rng.random(int(fresh.sum())) < 0.5
+    shade = rng.integers(0, 2, (n, grid, grid))
+    colours = np.where(cue[..., None], CUE_COLOURS[shade], DISTRACTOR_COLOURS[shade])
+    bars = np.where(vertical[..., None, None], BAR.T, BAR)  # N x grid x grid x CELL x CELL
+    cells = np.where(bars[..., None], colours[:, :, :, None, None, :], BACKGROUND)
+    images = cells.transpose(0, 1, 3, 2, 4, 5).reshape(n, IMG_SIZE, IMG_SIZE, 3)
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _repeat(cells: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Make each image's cells (N x grid x grid) repeat under its label's shift, in place."""
+    grid = cells.shape[-1]
     for label, (dy, dx) in enumerate(SHIFTS):
-        c = colours[labels == label]
+        c = cells[labels == label]
         if dy == 0:  # repeat along the row: column x copies column x - dx
             for x in range(dx, grid):
                 c[:, :, x] = c[:, :, x - dx]
@@ -63,14 +127,8 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                     c[:, y, dx:] = c[:, y - dy, : grid - dx]
                 else:
                     c[:, y, : grid + dx] = c[:, y - dy, -dx:]
-        colours[labels == label] = c
-    fresh = rng.random(colours.shape) < NOISE
-    colours[fresh] = rng.integers(0, len(PALETTE), int(fresh.sum()))
-    dots = PALETTE[colours].repeat(CELL, axis=1).repeat(CELL, axis=2)
-    in_dot = np.tile(np.arange(CELL) < DOT, grid)
-    in_dot = in_dot[:, None] & in_dot[None, :]
-    images = np.where(in_dot[None, :, :, None], dots, BACKGROUND).astype(np.uint8)
-    return images, labels.astype(np.int64)
+        cells[labels == label] = c
+    return cells
 
 
 class BuiltinDataset(Dataset):
@@ -96,20 +154,27 @@ def default_cache_dir() -> Path:
 
 
 def load(
-    num_train: int, num_val: int, seed: int, cache_dir: str | os.PathLike | None = None
+    num_train: int,
+    num_val: int,
+    seed: int,
+    cache_dir: str | os.PathLike | None = None,
+    task: str = "builtin",
 ) -> tuple[BuiltinDataset, BuiltinDataset]:
-    """Train and validation splits, generated on first use and cached under ``cache_dir``.
+    """Train and validation splits of ``task`` (one of :data:`TASKS`), generated on first use
+    and cached under ``cache_dir``.
 
     The splits are generated from different seeds (``2 * seed`` and ``2 * seed + 1``).
     """
+    generate_task = generate_v2 if task == "builtin_v2" else generate
+    tag = "builtin-v2" if task == "builtin_v2" else f"builtin-v{VERSION}"  # v1's cache name stays
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = cache_dir / f"builtin-v{VERSION}-seed{seed}-train{num_train}-val{num_val}.npz"
+    path = cache_dir / f"{tag}-seed{seed}-train{num_train}-val{num_val}.npz"
     if path.exists():
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
     else:
-        xt, yt = generate(num_train, seed=2 * seed)
-        xv, yv = generate(num_val, seed=2 * seed + 1)
+        xt, yt = generate_task(num_train, seed=2 * seed)
+        xv, yv = generate_task(num_val, seed=2 * seed + 1)
         arrays = dict(train_x=xt, train_y=yt, val_x=xv, val_y=yv)
         try:  # uncompressed: ~12 KB an image on disk, but written and read in about a second
             atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -27,12 +27,13 @@ from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
+from van_ablate import builtin_data
 from van_ablate.checks import check_known_keys
 from van_ablate.errors import ConfigError
 
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}
-NAMES = ("builtin", *FOLDER_NAMES, *TORCH_NAMES)
+NAMES = (*builtin_data.TASKS, *FOLDER_NAMES, *TORCH_NAMES)
 TIMM_PREFIXES = ("torch", "hfds", "hfids", "tfds", "wds")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ON_CORRUPT = ("skip", "stop")
@@ -324,10 +325,10 @@ class _Samples(Dataset):
 
 def _datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int, int]:
     """Train and eval datasets, the number of classes and the count of skipped corrupt files."""
-    if cfg.name == "builtin":
-        from van_ablate import builtin_data
-
-        train, val = builtin_data.load(cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir)
+    if cfg.name in builtin_data.TASKS:
+        train, val = builtin_data.load(
+            cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name
+        )
         return _Samples(train, None, seed), _Samples(val, None, seed), builtin_data.NUM_CLASSES, 0
     root = _check_root(cfg)
     if cfg.name in FOLDER_NAMES:
