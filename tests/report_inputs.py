@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import timm
 import torch
 from omegaconf import OmegaConf
 
@@ -29,7 +28,6 @@ from van_ablate.io import atomic_torch_save, atomic_write_json
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelSpec
 from van_ablate.paper import PRESETS
-from van_ablate.runs import model_kwargs
 from van_ablate.sweep.coordinator import SWEEP
 
 IMAGES_PER_EPOCH = 4000  # the built-in data's default training split
@@ -77,10 +75,14 @@ def make_results(
         run_name=f"{preset}-s{seed}",
         status=status,
         reason=None if status == "completed" else f"made-up {status} run",
-        model=model,
+        model=ModelSpec(
+            model,
+            lka=spec,
+            layer_scale=layer_scale,
+            num_classes=info.num_classes,
+            img_size=info.img_size,
+        ),
         presets=[preset],
-        lka=spec,
-        layer_scale=layer_scale,
         data=dataclasses.asdict(info),
         seed=seed,
         complexity=dict(_complexity(model, spec, layer_scale, info.img_size, info.num_classes)),
@@ -90,7 +92,7 @@ def make_results(
             "global_batch": batch,
             "accum_steps": 1,
             "lr": config["train"]["lr"],
-            "epochs": epochs,
+            "total_epochs": epochs,
             "updates_per_epoch": IMAGES_PER_EPOCH // batch,
             "threads": 2,
             "cpus_available": 2,
@@ -135,13 +137,13 @@ def write_checkpoint(run_dir: str | Path, *, seed: int = 0, which: str = "last")
     """A checkpoint of a freshly initialised model for the run in ``run_dir``."""
     doc = json.loads((Path(run_dir) / "results.json").read_text())
     torch.manual_seed(seed)
-    model_args = {
-        "model_name": doc["model"],
-        "lka": {k: v for k, v in doc["lka"].items() if k != "resolved_dilation"},
-        "layer_scale": doc["layer_scale"],
-        "num_classes": doc["data"]["num_classes"],
-    }
-    model = timm.create_model(model_args["model_name"], **model_kwargs(model_args))
+    spec = ModelSpec(
+        doc["model"],
+        lka=LKASpec.from_any({k: v for k, v in doc["lka"].items() if k != "resolved_dilation"}),
+        layer_scale=doc["layer_scale"],
+        num_classes=doc["data"]["num_classes"],
+    )
+    model = spec.build()
     ckpt = {
         "model": model.state_dict(),
         "optimizer": None,
@@ -151,7 +153,7 @@ def write_checkpoint(run_dir: str | Path, *, seed: int = 0, which: str = "last")
         "step": 10 * len(doc["epochs"]),
         "config": doc["config"],
         "rng": None,
-        "model_args": model_args,  # what van_ablate.runs.load_run_model rebuilds the model from
+        "model_spec": spec.to_dict(),  # what van_ablate.runs.load_run_model rebuilds the model from
     }
     return atomic_torch_save(Path(run_dir) / "checkpoints" / f"{which}.pt", ckpt)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 EXIT_CONFIG = 2  # bad input: unknown key, wrong value, missing data, unwritable directory
 EXIT_DIVERGED = 3  # training stopped on a non-finite loss
 
@@ -26,3 +28,17 @@ class Diverged(RuntimeError):
     def __init__(self, epoch: int, step: int):
         self.epoch, self.step = epoch, step
         super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
+
+
+class Preempted(Exception):
+    """A stop signal (SLURM preemption or requeue) ended training after a mid-epoch checkpoint.
+
+    The exit code is the shell's for a process ended by that signal (128 + its number), so SLURM
+    and job scripts see the job as ended by it; the next run of the same command resumes.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after writing a checkpoint; run again to resume")
