@@ -17,7 +17,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from van_ablate.io import atomic_write_text
-from van_ablate.sweep.coordinator import REASON, counted, state_counts
+from van_ablate.sweep.coordinator import counted, reason, state_counts
 
 RESULTS_NAME = "optimization_results.yaml"
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def summarize(
         front = sorted(study.best_trials, key=lambda t: t.values)
         out["solutions"] = [{**_brief(t), "values": t.values} for t in front]
     out["failures"] = [
-        {**_brief(t), "reason": t.user_attrs.get(REASON, "unknown")}
-        for t in mine
-        if t.state == TrialState.FAIL
+        {**_brief(t), "reason": reason(t)} for t in mine if t.state == TrialState.FAIL
     ]
     out["pruned"] = [
         {"number": t.number, "epochs": _epochs(t)} for t in mine if t.state == TrialState.PRUNED

@@ -29,13 +29,20 @@ from optuna.trial import TrialState
 from van_ablate.errors import ConfigError
 from van_ablate.sweep import coordinator as co
 from van_ablate.sweep import summary as summ
-from van_ablate.sweep.factories import EXHAUSTIVE_SAMPLERS, make_pruner, make_sampler, sampler_name
+from van_ablate.sweep.factories import (
+    EXHAUSTIVE_SAMPLERS,
+    make_pruner,
+    make_sampler,
+    sampler_name,
+    worker_seed,
+)
 from van_ablate.sweep.outcome import Constraint, constraint_values, one_line, read_outcome
 from van_ablate.sweep.space import CustomSpace, SearchSpace, job_overrides, parse_space, quote
 from van_ablate.sweep.storage import (
     JOURNAL_NAME,
     Heartbeat,
     Worker,
+    has_trial_heartbeats,
     open_storage,
     quiet_study_creation,
     study_lock,
@@ -61,6 +68,7 @@ class Plan:
     space: SearchSpace
     custom: CustomSpace | None
     sampler: optuna.samplers.BaseSampler
+    sampler_spec: dict[str, Any]
     pruner_spec: dict[str, Any]
     n_trials: int
     n_jobs: int
@@ -94,19 +102,28 @@ class VanOptunaSweeperImpl(Sweeper):
         assert self.config is not None
         p = plan(self.settings, self.config, arguments, self.sweep_dir)
         self._preflight(p)
-        storage = open_storage(p.storage_url)
+        storage = open_storage(p.storage_url, stale_after_s=p.stale_after_s)
         study, study_id = open_study(p, storage)
         worker = Worker()
+        with study_lock(storage, p.study_name, worker, stale_after_s=p.stale_after_s):
+            joined = co.join(storage, study_id)
+        seed = worker_seed(p.sampler_spec.get("seed"), joined)
+        if seed is not None:
+            spec = {**p.sampler_spec, "seed": seed}
+            study.sampler = make_sampler(spec, p.space, len(p.directions))
         log.info(
             f"Study {p.study_name} in {p.storage_url}: {p.n_trials} trials, "
-            f"{type(p.sampler).__name__}, pruner {p.pruner_spec.get('name')}, "
-            f"directions {p.directions} for {p.objectives}"
+            f"{type(study.sampler).__name__} (seed {seed}, process {joined} on this study), "
+            f"pruner {p.pruner_spec.get('name')}, directions {p.directions} for {p.objectives}"
         )
-        heartbeat = Heartbeat(storage, study_id, worker, interval_s=p.stale_after_s / 4)
+        heartbeat = None
+        if not has_trial_heartbeats(storage):
+            heartbeat = Heartbeat.of_worker(storage, study_id, worker, p.stale_after_s / 4)
         try:
             self._loop(p, study, storage, study_id, worker)
         finally:
-            heartbeat.close()
+            if heartbeat is not None:
+                heartbeat.close()
             result = summ.summarize(study, p.objectives, p.n_trials, p.storage_url)
             summ.write(result, self.sweep_dir)
             summ.report(result)
@@ -134,7 +151,14 @@ class VanOptunaSweeperImpl(Sweeper):
                     return
                 time.sleep(POLL_S)  # peers still run trials; one may die and need replacing
                 continue
-            returns = self.launcher.launch([ov for _, ov in batch], initial_job_idx=self.job_idx)
+            beats = None
+            if has_trial_heartbeats(storage):
+                beats = Heartbeat.of_trials(storage, [t._trial_id for t, _ in batch])
+            try:
+                returns = self.launcher.launch([ov for _, ov in batch], self.job_idx)
+            finally:
+                if beats is not None:
+                    beats.close()
             self.job_idx += len(returns)
             for (trial, _), ret in zip(batch, returns, strict=True):
                 self._tell(p, study, storage, twin, trial, ret)
@@ -279,6 +303,7 @@ def plan(
         space=space,
         custom=custom,
         sampler=sampler,
+        sampler_spec=dict(sampler_spec),
         pruner_spec=pruner_spec,
         n_trials=n_trials,
         n_jobs=s["n_jobs"],
