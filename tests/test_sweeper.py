@@ -73,11 +73,16 @@ hydra:
 """
 
 
+def write_app(root: Path) -> Path:
+    """The toy app and its config in ``root``."""
+    (root / "app.py").write_text(textwrap.dedent(APP))
+    (root / "config.yaml").write_text(CONFIG)
+    return root
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    return tmp_path
+    return write_app(tmp_path)
 
 
 def sweep(app: Path, *overrides: str, ok: bool = True) -> subprocess.CompletedProcess:

@@ -9,17 +9,15 @@ retried no longer counts; its retry does.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from van_ablate.sweep.storage import Worker, has_trial_heartbeats, is_alive
+from van_ablate.sweep.storage import Worker, has_trial_heartbeats, is_alive, optuna_experimental
 
 SWEEP = "van_ablate.sweep"  # study system attr: search space, directions, pruner, ...
 OWNER = "van_ablate.worker"  # system attr: the sweep process that runs the trial
@@ -36,7 +34,7 @@ def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that count towards ``n_trials``: all but the stale ones that were retried.
 
     A retry lists the trials it replaces in ``retry_history`` (Optuna's
-    :class:`~optuna.storages.RetryFailedTrialCallback` and :func:`fail_stale` alike).
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` and :func:`fail_stale` alike).
     """
     replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return [t for t in trials if not t.system_attrs.get(SUPERSEDED) and t.number not in replaced]
@@ -86,8 +84,7 @@ def fail_stale(
     """
     if has_trial_heartbeats(storage):
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
+        with optuna_experimental():
             optuna.storages.fail_stale_trials(study)
         now = {t.number: t for t in study.get_trials(deepcopy=False)}
         return [now[t.number] for t in running if now[t.number].state == TrialState.FAIL]
@@ -138,6 +135,7 @@ def take_trial(
     waiting = any(t.state == TrialState.WAITING for t in trials)
     if not waiting and len(counted(trials)) >= n_trials:
         return None
-    trial = study.ask()
+    with optuna_experimental():
+        trial = study.ask()
     storage.set_trial_system_attr(trial._trial_id, OWNER, worker.to_dict())
     return trial

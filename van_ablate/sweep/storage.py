@@ -20,13 +20,19 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optuna.exceptions import DuplicatedStudyError
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from sqlalchemy.engine import make_url
@@ -47,7 +53,7 @@ def open_storage(
 
     With ``stale_after_s``, an SQL storage records a heartbeat per running trial (Optuna's own
     mechanism): a trial without one for ``stale_after_s`` is failed by the next sweep process
-    that looks, and retried once (:class:`~optuna.storages.RetryFailedTrialCallback`).
+    that looks, and retried once (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`).
 
     >>> open_storage("sweep/optuna_journal.log")  # doctest: +SKIP
     <optuna.storages.journal._storage.JournalStorage object at ...>
@@ -81,23 +87,34 @@ def _open_rdb(storage: str, stale_after_s: float | None) -> RDBStorage:
     heartbeat: dict[str, Any] = {}
     if stale_after_s is not None:
         grace = max(2, math.ceil(stale_after_s))
+        with optuna_experimental():
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True)
         heartbeat = dict(
             heartbeat_interval=max(1, grace // 4),
             grace_period=grace,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(
-                max_retry=1, inherit_intermediate_values=True
-            ),
+            heartbeat_stale_trial_callback=retry,
         )
     url = sqlalchemy_url(storage)
     # Processes opening a fresh database together race to create Optuna's tables (PostgreSQL
     # raises UniqueViolation / DuplicateTable); Optuna has no lock for it, so the loser retries
     # and finds the tables made.
-    for _ in range(_CREATE_ATTEMPTS - 1):
-        try:
-            return RDBStorage(url, **heartbeat)
-        except (IntegrityError, ProgrammingError):
-            time.sleep(random.uniform(0.05, 0.5))
-    return RDBStorage(url, **heartbeat)
+    with optuna_experimental():
+        for _ in range(_CREATE_ATTEMPTS - 1):
+            try:
+                return RDBStorage(url, **heartbeat)
+            except (IntegrityError, ProgrammingError):
+                time.sleep(random.uniform(0.05, 0.5))
+        return RDBStorage(url, **heartbeat)
+
+
+@contextlib.contextmanager
+def optuna_experimental() -> Iterator[None]:
+    """Optuna's heartbeat API is marked experimental (and "meant for optimize()", which a sweep
+    that launches jobs cannot use); its warnings would print on every start and trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+        yield
 
 
 @dataclass(frozen=True)

@@ -315,14 +315,20 @@ def plan(
 
 def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
     """Create or resume the study; a resumed one must have the same space and objectives."""
-    study = optuna.create_study(
-        storage=storage,
-        study_name=p.study_name,
-        directions=p.directions,
-        sampler=p.sampler,
-        pruner=make_pruner(p.pruner_spec),
-        load_if_exists=True,
-    )
+    pruner = make_pruner(p.pruner_spec)
+    if p.study_name in optuna.get_all_study_names(storage):  # resume without Optuna's log line
+        study = optuna.load_study(
+            study_name=p.study_name, storage=storage, sampler=p.sampler, pruner=pruner
+        )
+    else:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=p.study_name,
+            directions=p.directions,
+            sampler=p.sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     study_id = storage.get_study_id_from_name(p.study_name)
     created = [d.name.lower() for d in study.directions]
     where = f"study {p.study_name!r} in {p.storage_url} was created with"
