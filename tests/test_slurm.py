@@ -86,5 +86,5 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
         results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
         assert t.value == results["best"]["val_top1"]
     # submitit sent them as one job array: <array id>_<task> folders, one per trial.
-    submitted = sorted(p.name for p in (sweep_dir / ".submitit").iterdir())
+    submitted = sorted(p.name for p in (sweep_dir / ".submitit").glob("*_*") if p.is_dir())
     assert submitted == [f"{min(jobs, key=int)}_{i}" for i in range(2)]
