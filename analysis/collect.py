@@ -22,7 +22,7 @@ import pandas as pd
 
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
-from van_ablate.results import SCHEMA_VERSION
+from van_ablate.results import SCHEMA_VERSION, readable, upgrade
 
 log = logging.getLogger("analysis")
 
@@ -131,14 +131,15 @@ def load_runs(paths: Iterable[str | Path]) -> Collection:
 
 
 def run_row(results: Any, *, source: str, path: str) -> dict[str, Any]:
-    """Flatten one results.json (schema 1) into a :data:`RUN_COLUMNS` row.
+    """Flatten one results.json (any readable schema) into a :data:`RUN_COLUMNS` row.
 
     Raises ValueError naming what makes ``results`` partial or foreign.
     """
-    if not isinstance(results, Mapping) or results.get("schema_version") != SCHEMA_VERSION:
+    if not readable(results):
         version = results.get("schema_version") if isinstance(results, Mapping) else None
-        expected = f"expected {SCHEMA_VERSION}"
+        expected = f"expected 1 to {SCHEMA_VERSION}"
         raise ValueError(f"not a van-ablate results.json (schema_version={version!r}, {expected})")
+    results = upgrade(results)
     missing = [k for k in _REQUIRED if k not in results]
     if missing:
         raise ValueError(f"partial results.json: missing {', '.join(missing)}")

@@ -2,7 +2,7 @@
 
 For the report tests and the report benchmark only: the runs are never trained, but every file
 has the exact layout of contract (3) (results.json schema 1, checkpoint dict) and the complexity
-figures are the real ones of :func:`van_ablate.complexity.complexity_summary`, so what a report
+figures are the real ones of :meth:`van_ablate.model_spec.ModelSpec.cost`, so what a report
 shows from them is what it would show from real runs.
 """
 
@@ -18,6 +18,7 @@ import optuna
 
 from van_ablate.io import atomic_torch_save, atomic_write_json
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelSpec
 from van_ablate.paper import PRESETS
 from van_ablate.results import SCHEMA_VERSION, summarize_epochs
 from van_ablate.sweep.coordinator import SWEEP
@@ -27,11 +28,7 @@ DATA = {"name": "builtin", "num_classes": 10, "img_size": 64}
 
 @functools.cache
 def _complexity(model: str, spec: LKASpec, layer_scale: bool, img_size: int, num_classes: int):
-    from van_ablate.complexity import complexity_summary
-
-    return complexity_summary(
-        model, spec, img_size=img_size, num_classes=num_classes, layer_scale=layer_scale
-    )
+    return ModelSpec(model, spec, layer_scale, img_size=img_size, num_classes=num_classes).cost()
 
 
 def make_results(

@@ -94,3 +94,17 @@ def test_cli_compiled_model_runs(capsys):
     assert main([*TINY, "--compile"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
     assert record["compile"] is True and record["forward_img_s"] > 0
+
+
+def test_cli_takes_the_apps_override_syntax(capsys):
+    argv = ["model=van_proxy", "data.img_size=32", "lka.kernel_size=14", "--batch-size", "2"]
+    assert main([*argv, "--warmup", "0", "--iters", "1", "--repeats", "1", "--format", "json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert (record["model"], record["img_size"]) == ("van_proxy", 32)
+    assert record["lka"]["kernel_size"] == 14
+
+
+def test_cli_refuses_architecture_changes_it_would_not_build(capsys):
+    assert main(["model.depths=[1,1,1,1]"]) == 2
+    err = capsys.readouterr().err
+    assert "model.depths=[1, 1, 1, 1]: unknown key; allowed: model, lka.kernel_size" in err

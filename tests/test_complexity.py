@@ -18,8 +18,6 @@ import torch
 from van_ablate import paper
 from van_ablate.complexity import (
     Cost,
-    build_for_count,
-    complexity_summary,
     count_cost,
     lka_macs,
     lka_params,
@@ -28,6 +26,7 @@ from van_ablate.complexity import (
 )
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKA, LKASpec
+from van_ablate.model_spec import ModelSpec
 from van_ablate.paper_tables import compare_rows, main
 from van_ablate.van import ARCHS
 
@@ -92,7 +91,7 @@ def test_lka_macs_equal_fvcore_count_of_the_module(spec):
 @pytest.mark.parametrize("spec", SPECS, ids=_spec_id)
 def test_van_closed_form_equals_fvcore_count_in_every_convention(spec):
     closed = van_cost(**TINY, lka=spec, img_size=50, num_classes=10)
-    model = build_for_count("van_proxy", spec, num_classes=10, **TINY)
+    model = ModelSpec("van_proxy", spec, num_classes=10, **TINY).build()
     assert count_cost(model, img_size=50) == closed
 
 
@@ -106,7 +105,7 @@ def test_van_closed_form_equals_fvcore_count_in_every_convention(spec):
     ids=["no_layer_scale", "odd_size_gray_headless", "other_mlp_ratios"],
 )
 def test_summary_closed_form_equals_count_for_other_model_options(kwargs):
-    summary = complexity_summary("van_proxy", LKASpec(kernel_size=14), **TINY, **kwargs)
+    summary = ModelSpec("van_proxy", LKASpec(kernel_size=14), **TINY, **kwargs).cost()
     assert summary["params"] == summary["params_counted"]
     assert summary["macs"] == summary["macs_counted"]
     assert summary["flops_paper"] == summary["flops_paper_counted"]
@@ -114,7 +113,7 @@ def test_summary_closed_form_equals_count_for_other_model_options(kwargs):
 
 
 def test_summary_has_the_contract_keys_as_ints():
-    summary = complexity_summary("van_proxy", {"kernel_size": 7}, img_size=32)
+    summary = ModelSpec("van_proxy", {"kernel_size": 7}, img_size=32).cost()
     contract = {"params", "params_counted", "macs", "macs_counted", "flops_paper", "img_size"}
     assert contract <= set(summary)
     assert all(type(v) is int for v in summary.values())
@@ -124,12 +123,12 @@ def test_summary_leaves_the_callers_random_stream_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    complexity_summary("van_proxy", img_size=32)
+    ModelSpec("van_proxy", img_size=32).cost()
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_van_b0_paper_convention_gives_0_88_g_and_macs_alone_0_864_g():
-    summary = complexity_summary("van_b0")
+    summary = ModelSpec("van_b0").cost()
     assert summary["params"] == summary["params_counted"] == 4_105_800
     assert summary["macs"] == summary["macs_counted"] == 864_224_000  # 0.864 G
     assert summary["flops_paper"] == summary["flops_paper_counted"]
@@ -144,7 +143,7 @@ def test_fvcore_default_count_differs_from_the_paper_convention_by_bias_and_laye
         for dim, side in zip(ARCHS["van_b0"]["dims"], stage_sides(224), strict=True)
     )
     assert cost.ln_flops == 2 * layer_norm_elements
-    default = _fvcore_analysis(build_for_count("van_b0"), torch.zeros(1, 3, 224, 224)).total()
+    default = _fvcore_analysis(ModelSpec("van_b0").build(), torch.zeros(1, 3, 224, 224)).total()
     assert cost.flops_paper - default == cost.bias_adds - 3 * layer_norm_elements
 
 
@@ -234,8 +233,8 @@ def test_cost_adds_and_scales_field_by_field():
 @pytest.mark.parametrize(
     "call,key",
     [
-        (lambda: complexity_summary("resnet50"), "model"),
-        (lambda: complexity_summary("van_b0", img_size=0), "img_size"),
+        (lambda: ModelSpec("resnet50").cost(), "model"),
+        (lambda: ModelSpec("van_b0", img_size=0).cost(), "img_size"),
         (lambda: van_cost((8, 16), (1,)), "depths"),
         (lambda: lka_params(0), "channels"),
         (lambda: lka_macs(8, 21, "3", 7, 7), "lka.dilation"),
@@ -305,7 +304,7 @@ def test_module_entry_point_rejects_an_unknown_format_on_one_line():
 
 
 def test_auto_count_leaves_models_above_10_g_to_the_closed_form():
-    rows = [("models", "van_b6", "van_b6", LKASpec(), paper.MODELS["van_b6"])]
+    rows = [("models", "van_b6", ModelSpec("van_b6"), paper.MODELS["van_b6"])]
     (record,) = compare_rows(rows, count="auto")
     assert record["params_counted"] is None and record["flops_paper_counted"] is None
     assert record["params"] == 199_829_416
@@ -316,7 +315,44 @@ def test_auto_count_leaves_models_above_10_g_to_the_closed_form():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["van_b4", "van_b5", "van_b6"])
 def test_large_models_closed_form_equals_count_at_224(name):
-    summary = complexity_summary(name)
+    summary = ModelSpec(name).cost()
     assert summary["params"] == summary["params_counted"]
     assert summary["macs"] == summary["macs_counted"]
     assert summary["flops_paper"] == summary["flops_paper_counted"]
+
+
+def test_cli_takes_the_apps_override_syntax_with_the_options_as_aliases(capsys):
+    assert main(["model=van_b0", "lka.kernel_size=7", "--format", "json"]) == 0
+    overrides = json.loads(capsys.readouterr().out)["rows"]
+    assert main(["--model", "van_b0", "--lka.kernel_size", "7", "--format", "json"]) == 0
+    assert overrides == json.loads(capsys.readouterr().out)["rows"]
+    assert overrides[0]["preset"] == "k7"
+
+
+def test_cli_composed_architecture_change_has_no_paper_row(capsys):
+    argv = ["model=van_b0", "model.depths=[2,2,2,2]", "data.img_size=64", "--format", "json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["rows"]
+    assert out["img_size"] == 64 and row["preset"] is None and row["matches_paper"] is None
+    assert (
+        row["params"]
+        == row["params_counted"]
+        == ModelSpec("van_b0", depths=(2, 2, 2, 2)).cost()["params"]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["lka.size=7"], "lka.size=7: unknown key; allowed: model, model.layer_scale"),
+        (["lka.kernel_size=7,14"], "lka.kernel_size='7,14': must be one value"),
+        (["lka.kernel_size=[7"], "lka.kernel_size='lka.kernel_size=[7': not a valid override"),
+        (["model.dims=[1,2]"], "model.dims=[1, 2]: must be 4 positive numbers"),
+        (["lka.gate=softmax"], "lka.gate='softmax': must be one of none, sigmoid"),
+    ],
+)
+def test_cli_rejects_bad_overrides_with_one_line_and_exit_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1

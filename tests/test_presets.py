@@ -14,6 +14,7 @@ from van_ablate import paper
 from van_ablate.config import CONF_DIR, TrainConfig, global_batch_steps, scaled_lr, validate
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelSpec
 from van_ablate.runs import presets_from_overrides
 
 # Every preset the issue names; paper.PRESETS covers all but no_sigmoid (the paper's LKA).
@@ -51,12 +52,12 @@ def test_every_issue_preset_has_a_yaml_file():
 def test_preset_builds_the_van_b0_of_its_paper_row(preset):
     cfg = job("model=van_b0", f"+ablation={preset}")
     row = ROWS[preset]
-    assert resolved(cfg.lka_spec) == resolved(row["lka"])
+    assert resolved(cfg.lka) == resolved(row["lka"])
     assert cfg.model.layer_scale is row["layer_scale"]
     model = timm.create_model(
-        "van_b0", lka=cfg.lka_spec, layer_scale=cfg.model.layer_scale, num_classes=1000
+        "van_b0", lka=cfg.lka, layer_scale=cfg.model.layer_scale, num_classes=1000
     )
-    assert model.lka == cfg.lka_spec
+    assert model.lka == cfg.lka
     assert (model.block1[0].layer_scale_1 is not None) is row["layer_scale"]
     if preset in PRINTED:  # the printed Params of Table 3 / the kernel-size table
         printed = PRINTED[preset]
@@ -66,7 +67,7 @@ def test_preset_builds_the_van_b0_of_its_paper_row(preset):
 
 def test_dense_conv_preset_builds_one_dense_conv_with_the_printed_params():
     cfg = job("model=van_b0", "+ablation=dense_conv")
-    model = timm.create_model("van_b0", lka=cfg.lka_spec, num_classes=1000)
+    model = timm.create_model("van_b0", lka=cfg.lka, num_classes=1000)
     lka = model.block1[0].attn.spatial_gating_unit
     assert lka.conv0.groups == 1 and lka.conv0.kernel_size == (21, 21)
     assert lka.conv_spatial is None and lka.conv1 is None
@@ -75,7 +76,7 @@ def test_dense_conv_preset_builds_one_dense_conv_with_the_printed_params():
 
 
 def test_presets_compose_in_a_list():
-    spec = job("+ablation=[no_dw_conv,sigmoid]").lka_spec
+    spec = job("+ablation=[no_dw_conv,sigmoid]").lka
     assert (spec.dw_conv, spec.dwd_conv, spec.gate) == (False, True, "sigmoid")
 
 
@@ -87,11 +88,11 @@ def test_presets_setting_a_switch_differently_are_refused_naming_both():
 
 
 def test_presets_agreeing_on_a_switch_compose():
-    assert job("+ablation=[baseline,no_sigmoid,k21]").lka_spec.kernel_size == 21
+    assert job("+ablation=[baseline,no_sigmoid,k21]").lka.kernel_size == 21
 
 
 def test_any_lka_field_is_settable_directly_and_beats_a_preset():
-    spec = job("+ablation=k7", "lka.kernel_size=35", "lka.dilation=5").lka_spec
+    spec = job("+ablation=k7", "lka.kernel_size=35", "lka.dilation=5").lka
     assert (spec.kernel_size, spec.resolved_dilation, spec.dw_kernel, spec.dwd_kernel) == (
         35,
         5,
@@ -104,7 +105,7 @@ def test_default_config_is_the_cpu_proxy_with_the_paper_lka():
     cfg = job()
     assert cfg.model.name == "van_proxy" and cfg.data.name == "builtin"
     assert cfg.logger.name == "wandb" and cfg.objective == ["best.val_top1"]
-    assert resolved(cfg.lka_spec) == resolved(LKASpec())
+    assert resolved(cfg.lka) == resolved(LKASpec())
 
 
 def test_train_paper_is_the_official_recipe():
@@ -130,7 +131,8 @@ def test_train_paper_is_the_official_recipe():
 @pytest.mark.parametrize("name", [n for n in paper.FIGURES["models"] if n.startswith("van_b")])
 def test_model_groups_carry_the_official_per_model_drop_path(name):
     cfg = job(f"model={name}", "train=paper")
-    assert cfg.model.drop_path_rate == paper.FIGURES["models"][name]["drop_path"]
+    spec = ModelSpec.from_config(cfg.model, cfg.lka, num_classes=1000, img_size=224)
+    assert spec.drop_path_rate == paper.FIGURES["models"][name]["drop_path"]
 
 
 def test_lr_follows_the_global_batch_linearly():

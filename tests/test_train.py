@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from van_ablate import checkpoint
+from van_ablate import checkpoint, results
 from van_ablate.__main__ import main, train_job
 from van_ablate.config import CONF_DIR
 from van_ablate.data import DataConfig, build_loaders
@@ -53,7 +54,7 @@ def test_one_epoch_on_an_image_folder_writes_the_whole_run_directory(image_folde
     run_dir = tmp_path / "run"
     assert run(folder_run(image_folder, run_dir, "+ablation=k7")) == 0
     r = read_results(run_dir)
-    assert r["schema_version"] == 1 and r["status"] == "completed" and r["reason"] is None
+    assert r["schema_version"] == 2 and r["status"] == "completed" and r["reason"] is None
     assert (r["model"], r["presets"], r["layer_scale"]) == ("van_proxy", ["k7"], True)
     assert r["lka"]["kernel_size"] == 7 and r["lka"]["resolved_dilation"] == 2
     data = r["data"]
@@ -75,6 +76,19 @@ def test_one_epoch_on_an_image_folder_writes_the_whole_run_directory(image_folde
     ckpt = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["config"]) == (1, r["config"])
     assert {"model", "optimizer", "scheduler", "ema", "step", "rng"} <= set(ckpt)
+    assert r["setup"]["total_epochs"] == 1 and "epochs" not in r["setup"]
+
+
+def test_a_schema_1_results_json_reads_with_its_keys_renamed(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(folder_run(image_folder, run_dir, "train.cooldown_epochs=1")) == 0
+    current = read_results(run_dir)
+    old = copy.deepcopy(current)
+    old["schema_version"] = 1
+    old["setup"]["epochs"] = old["setup"].pop("total_epochs")
+    assert old["setup"]["epochs"] == 2  # train.epochs=1 plus the cooldown
+    assert results.readable(old) and results.upgrade(old) == current
+    assert not results.readable({"schema_version": 99}) and not results.readable([])
 
 
 def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_folder, tmp_path):

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from van_ablate.cli_args import OneLineParser, add_model_arguments, lka_from_args
-from van_ablate.complexity import model_arch
+from van_ablate import checks
+from van_ablate.cli_args import OneLineParser, add_model_arguments, model_from_args
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.lka import LKA, LKASpec
 
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m van_ablate.bench",
         description="Forward and forward+backward images/s of a VAN with any LKA.",
     )
-    add_model_arguments(parser, model="van_b0")
+    add_model_arguments(parser, model="van_b0", arch=False)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--channels-last", action="store_true")
@@ -274,28 +274,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
     args = parser.parse_args(argv)
     try:
-        for key in ("img_size", "batch_size", "iters", "repeats"):
-            if getattr(args, key) < 1:
-                raise ConfigError(key, getattr(args, key), "must be an integer >= 1")
-        if args.warmup < 0:
-            raise ConfigError("warmup", args.warmup, "must be an integer >= 0")
+        spec = model_from_args(args)
+        for key in ("batch_size", "iters", "repeats"):
+            checks.at_least(key, getattr(args, key), 1)
+        checks.at_least("warmup", args.warmup, 0)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "CUDA is not available here; use cpu")
         if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError("threads", args.threads, "must be an integer >= 1")
+            checks.at_least("threads", args.threads, 1)
             torch.set_num_threads(args.threads)
-        spec = lka_from_args(args)
-        model_arch(args.model)  # rejects an unknown model before building anything
-        models = _build(args.model, spec, straight=args.straight_line, compare=args.compare)
+        models = _build(spec.name, spec.lka, straight=args.straight_line, compare=args.compare)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     results = benchmark(
         models,
         batch_size=args.batch_size,
-        img_size=args.img_size,
+        img_size=spec.img_size,
         device=device,
         channels_last=args.channels_last,
         compile=args.compile,
@@ -305,11 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats,
     )
     setting = {
-        "model": args.model,
-        "lka": spec.to_dict(),
+        "model": spec.name,
+        "lka": spec.lka.to_dict(),
         "device": str(torch.device(device)),
         "batch_size": args.batch_size,
-        "img_size": args.img_size,
+        "img_size": spec.img_size,
         "channels_last": args.channels_last,
         "compile": args.compile,
         "amp": args.amp,

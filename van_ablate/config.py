@@ -6,58 +6,36 @@ presets (paper Table 3, the kernel-size and LayerScale tables) and returns plain
 the rest of the code trusts::
 
     cfg = validate(dict_config, presets=["no_dw_conv", "sigmoid"])
-    cfg.lka_spec  # LKASpec(dw_conv=False, gate='sigmoid', ...)
+    cfg.lka  # LKASpec(dw_conv=False, gate='sigmoid', ...)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
+from typing import List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from timm.optim import list_optimizers
 
+from van_ablate import checks
 from van_ablate.data import DataConfig
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelConfig, ModelSpec
+from van_ablate.presets import CONF_DIR as CONF_DIR  # where the entry point finds conf/
+from van_ablate.presets import check_presets
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("auto", "online", "offline")
-
-
-@dataclass
-class ModelConfig:
-    """``model`` group: which VAN, LayerScale, drop path and optional width/depth changes."""
-
-    name: str = "van_proxy"
-    layer_scale: bool = True
-    drop_path_rate: float = 0.0
-    dims: Optional[List[int]] = None  # noqa: UP006, UP045
-    depths: Optional[List[int]] = None  # noqa: UP006, UP045
-    mlp_ratios: Optional[List[float]] = None  # noqa: UP006, UP045
-
-
-@dataclass
-class LKAConfig:
-    """``lka`` group: the fields of :class:`van_ablate.LKASpec` (``dilation``: int or "auto")."""
-
-    kernel_size: int = 21
-    dilation: Any = "auto"
-    dw_conv: bool = True
-    dwd_conv: bool = True
-    pw_conv: bool = True
-    gate: str = "none"
-    combine: str = "mul"
-    dense: bool = False
 
 
 @dataclass
@@ -119,7 +97,7 @@ class Config:
     """The whole job; ``conf/config.yaml`` lists the groups that fill it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    lka: LKAConfig = field(default_factory=LKAConfig)
+    lka: LKASpec = field(default_factory=LKASpec)  # checked when OmegaConf builds it
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -128,14 +106,14 @@ class Config:
     objective: List[str] = field(default_factory=lambda: ["best.val_top1"])  # noqa: UP006
     resume: str = "auto"
 
-    @property
-    def lka_spec(self) -> LKASpec:
-        """The LKA to build (already checked by :func:`validate`)."""
-        return LKASpec.from_any(dataclasses.asdict(self.lka))
-
 
 def register_configs() -> None:
-    """Put the schema in Hydra's ConfigStore as ``base_config`` (``conf/config.yaml`` uses it)."""
+    """Put the schema in Hydra's ConfigStore as ``base_config`` (``conf/config.yaml`` uses it).
+
+    Its nodes are the classes the code uses: :class:`~van_ablate.lka.LKASpec` for ``lka``,
+    :class:`~van_ablate.model_spec.ModelConfig`, :class:`~van_ablate.data.DataConfig`, and the
+    ones below.
+    """
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
@@ -149,38 +127,37 @@ def validate(cfg: DictConfig | Config, presets: Sequence[str] = ()) -> Config:
         _check_keys(cfg, Config)
         cfg = OmegaConf.to_object(cfg)
     m, t, log = cfg.model, cfg.train, cfg.logger
-    _one_of("model.name", m.name, tuple(ARCHS))
-    _range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
-    _check_arch(m)
-    cfg.lka_spec  # noqa: B018  (LKASpec raises ConfigError naming lka.<field>)
+    checks.one_of("model.name", m.name, ARCHS)
+    # The model group's values, checked now rather than after the data is loaded.
+    ModelSpec.from_config(m, cfg.lka, num_classes=0, img_size=1)
     for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
-        _at_least(f"train.{key}", getattr(t, key), 1)
+        checks.at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("cooldown_epochs", "warmup_epochs"):
-        _at_least(f"train.{key}", getattr(t, key), 0)
+        checks.at_least(f"train.{key}", getattr(t, key), 0)
     if t.global_batch is not None:
-        _at_least("train.global_batch", t.global_batch, 1)
+        checks.at_least("train.global_batch", t.global_batch, 1)
     for key in ("lr", "weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
-        _range(f"train.{key}", getattr(t, key), 0.0, float("inf"))
+        checks.in_range(f"train.{key}", getattr(t, key), 0.0, float("inf"))
     if t.lr <= 0:
         raise ConfigError("train.lr", t.lr, "must be > 0")
     for key in ("mixup_prob", "mixup_switch_prob"):
-        _range(f"train.{key}", getattr(t, key), 0.0, 1.0)
-    _range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
-    _range("train.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
+        checks.in_range(f"train.{key}", getattr(t, key), 0.0, 1.0)
+    checks.in_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, high_open=True)
+    checks.in_range("train.ema_decay", t.ema_decay, 0.0, 1.0, high_open=True)
     if t.clip_grad is not None and t.clip_grad <= 0:
         raise ConfigError("train.clip_grad", t.clip_grad, "must be null or > 0")
-    _one_of("train.opt", t.opt, _timm_optimizers())
-    _one_of("train.sched", t.sched, SCHEDULES)
-    _one_of("train.precision", t.precision, PRECISIONS)
-    _one_of("train.device", t.device, DEVICES)
-    _one_of("logger.name", log.name, LOGGERS)
-    _one_of("logger.mode", log.mode, WANDB_MODES)
-    _at_least("logger.log_every_steps", log.log_every_steps, 1)
-    _at_least("seed", cfg.seed, 0)
+    checks.one_of("train.opt", t.opt, list_optimizers())
+    checks.one_of("train.sched", t.sched, SCHEDULES)
+    checks.one_of("train.precision", t.precision, PRECISIONS)
+    checks.one_of("train.device", t.device, DEVICES)
+    checks.one_of("logger.name", log.name, LOGGERS)
+    checks.one_of("logger.mode", log.mode, WANDB_MODES)
+    checks.at_least("logger.log_every_steps", log.log_every_steps, 1)
+    checks.at_least("seed", cfg.seed, 0)
     if not cfg.objective:
         raise ConfigError("objective", [], f"list one or more of {', '.join(OBJECTIVE_FIELDS)}")
     for name in cfg.objective:
-        _one_of("objective", name, OBJECTIVE_FIELDS)
+        checks.one_of("objective", name, OBJECTIVE_FIELDS)
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
         raise ConfigError("resume", cfg.resume, "must be auto, never or an existing checkpoint")
     tr = cfg.trial
@@ -216,81 +193,13 @@ def scaled_lr(train: TrainConfig, global_batch: int) -> float:
     return train.lr * global_batch / train.lr_base_batch
 
 
-def preset_settings(name: str) -> dict[str, Any]:
-    """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
-    path = CONF_DIR / "ablation" / f"{name}.yaml"
-    if not path.is_file():
-        allowed = sorted(p.stem for p in (CONF_DIR / "ablation").glob("*.yaml"))
-        raise ConfigError("ablation", name, f"must be one of {', '.join(allowed)}")
-    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
-
-
-def check_presets(presets: Sequence[str]) -> None:
-    """Refuse two presets that set the same key to different values (Hydra would merge silently)."""
-    seen: dict[str, tuple[str, Any]] = {}
-    for name in presets:
-        for key, value in preset_settings(name).items():
-            if key in seen and seen[key][1] != value:
-                first, first_value = seen[key]
-                raise ConfigError(
-                    "ablation",
-                    list(presets),
-                    f"presets {first} ({key}={first_value}) and {name} ({key}={value}) conflict; "
-                    "choose one",
-                )
-            seen.setdefault(key, (name, value))
-
-
 def _check_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
     """Refuse keys the schema lacks (a ``+key=value`` override can add them past Hydra)."""
     fields = {f.name: f.type for f in dataclasses.fields(schema)}
     for key in node:
         path = f"{prefix}{key}"
         if key not in fields:
-            value = node._get_node(key)._value()
-            raise ConfigError(
-                path, value, f"unknown key; {prefix[:-1] or 'the config'} has {', '.join(fields)}"
-            )
+            raise checks.unknown_key(path, node._get_node(key)._value(), fields)
         child_type = OmegaConf.get_type(node, key)
         if dataclasses.is_dataclass(child_type) and isinstance(node[key], DictConfig):
             _check_keys(node[key], child_type, f"{path}.")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def _check_arch(m: ModelConfig) -> None:
-    stages = len(ARCHS[m.name]["dims"])
-    for key in ("dims", "depths", "mlp_ratios"):
-        value = getattr(m, key)
-        if value is None:
-            continue
-        if len(value) != stages or any(v <= 0 for v in value):
-            raise ConfigError(f"model.{key}", value, f"must be {stages} positive numbers or null")
-
-
-def _timm_optimizers() -> tuple[str, ...]:
-    from timm.optim import list_optimizers
-
-    return tuple(list_optimizers())
-
-
-def _one_of(key: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, value, f"must be one of {', '.join(allowed)}")
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(key, value, f"must be an integer >= {low}")
-
-
-def _range(key: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
-    if not (lo <= value < hi if hi_open else lo <= value <= hi):
-        raise ConfigError(key, value, f"must be in [{lo}, {hi}{')' if hi_open else ']'}")

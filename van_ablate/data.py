@@ -27,7 +27,8 @@ from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
-from van_ablate.errors import ConfigError, check_known_keys
+from van_ablate.checks import check_known_keys
+from van_ablate.errors import ConfigError
 
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}

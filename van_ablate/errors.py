@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from typing import Any
+import signal
 
 EXIT_CONFIG = 2  # bad input: unknown key, wrong value, missing data, unwritable directory
 EXIT_DIVERGED = 3  # training stopped on a non-finite loss
@@ -32,14 +30,15 @@ class Diverged(RuntimeError):
         super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
 
 
-def check_known_keys(section: str, value: Mapping[str, Any], cls: type, word: str = "key") -> None:
-    """Raise ConfigError naming the first key of ``value`` that dataclass ``cls`` lacks.
+class Preempted(Exception):
+    """A stop signal (SLURM preemption or requeue) ended training after a mid-epoch checkpoint.
 
-    ``check_known_keys("data", {"roots": "/x"}, DataConfig)`` raises
-    ``data.roots='/x': unknown key; allowed: name, root, ...``.
+    The exit code is the shell's for a process ended by that signal (128 + its number), so SLURM
+    and job scripts see the job as ended by it; the next run of the same command resumes.
     """
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        allowed = f"unknown {word}; allowed: {', '.join(fields)}"
-        raise ConfigError(f"{section}.{unknown[0]}", value[unknown[0]], allowed)
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after writing a checkpoint; run again to resume")

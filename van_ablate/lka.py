@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from van_ablate.errors import ConfigError, check_known_keys
+from van_ablate import checks
+from van_ablate.errors import ConfigError
 
 GATES = ("none", "sigmoid")
 COMBINES = ("mul", "add", "none")
@@ -39,18 +40,18 @@ def auto_dilation(kernel_size: int) -> int:
     >>> [auto_dilation(k) for k in (7, 14, 21, 28)]
     [2, 3, 3, 4]
     """
-    if kernel_size < 1:
-        raise _error("kernel_size", kernel_size, "must be an integer >= 1")
+    checks.at_least("lka.kernel_size", kernel_size, 1)
     return min(range(1, kernel_size + 1), key=lambda d: (eq3_cost(kernel_size, d), d))
 
 
-def _error(field: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"lka.{field}", value, allowed)
-
-
-@dataclasses.dataclass(frozen=True)
+# Not frozen: OmegaConf makes a frozen dataclass's node read-only, and Hydra merges the ``lka``
+# group and overrides into this very class; ``unsafe_hash`` keeps specs usable as cache keys.
+@dataclasses.dataclass(unsafe_hash=True)
 class LKASpec:
     """Which Large Kernel Attention to build; the defaults are the paper's LKA (K=21, d=3).
+
+    Also the schema of the ``lka`` config group: Hydra composes onto it and builds it with
+    ``OmegaConf.to_object``, which runs the checks below.
 
     >>> LKASpec(kernel_size=28).resolved_dilation
     4
@@ -61,7 +62,7 @@ class LKASpec:
     """
 
     kernel_size: int = 21
-    dilation: int | str = "auto"
+    dilation: Any = "auto"  # "auto" or an integer >= 1; OmegaConf has no int | str node
     dw_conv: bool = True
     dwd_conv: bool = True
     pw_conv: bool = True
@@ -70,29 +71,26 @@ class LKASpec:
     dense: bool = False
 
     def __post_init__(self) -> None:
-        k = self.kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise _error("kernel_size", k, "must be an integer >= 1")
-        d = self.dilation
-        if d != "auto" and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
-            raise _error("dilation", d, "must be 'auto' or an integer >= 1")
+        checks.at_least("lka.kernel_size", self.kernel_size, 1)
+        if self.dilation != "auto":
+            d = self.dilation
+            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+                raise ConfigError("lka.dilation", d, "must be 'auto' or an integer >= 1")
         for name in ("dw_conv", "dwd_conv", "pw_conv", "dense"):
             if not isinstance(getattr(self, name), bool):
-                raise _error(name, getattr(self, name), "must be true or false")
-        if self.gate not in GATES:
-            raise _error("gate", self.gate, f"must be one of {', '.join(GATES)}")
-        if self.combine not in COMBINES:
-            raise _error("combine", self.combine, f"must be one of {', '.join(COMBINES)}")
+                raise ConfigError(f"lka.{name}", getattr(self, name), "must be true or false")
+        checks.one_of("lka.gate", self.gate, GATES)
+        checks.one_of("lka.combine", self.combine, COMBINES)
         branches = (self.dw_conv, self.dwd_conv, self.pw_conv)
         if self.dense and not all(branches):
-            raise _error(
-                "dense",
+            raise ConfigError(
+                "lka.dense",
                 True,
                 "replaces the whole decomposition; leave dw_conv, dwd_conv and pw_conv true",
             )
         if not self.dense and not any(branches):
-            raise _error(
-                "dw_conv",
+            raise ConfigError(
+                "lka.dw_conv",
                 False,
                 "with dwd_conv and pw_conv also false no module is left; keep at least one "
                 "branch or set dense=true",
@@ -105,7 +103,7 @@ class LKASpec:
             return cls()
         if isinstance(value, cls):
             return value
-        check_known_keys("lka", value, cls, word="field")
+        checks.check_known_keys("lka", value, cls, word="field")
         return cls(**dict(value))
 
     @property

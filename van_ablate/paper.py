@@ -3,8 +3,9 @@
 Loads ``paper_figures.yaml``, a verbatim copy of the reference figures of "Visual Attention
 Network" (Guo et al. 2022): Table 3 (LKA components), the kernel-size table, the LayerScale
 table, the model table (Table 2 sizes) and the official training recipe. This module is the one
-place that says which row is which switch; Hydra presets, the complexity tables and the reports
-import it::
+place that says which row is which ablation preset; what a preset switches is said once, in its
+``conf/ablation/<preset>.yaml`` (read through :mod:`van_ablate.presets`). The complexity tables
+and the reports import it::
 
     from van_ablate import paper
     row = paper.TABLE3[0]          # PaperRow(label='w/o DW-Conv', preset='no_dw_conv', ...)
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from van_ablate.lka import LKASpec
+from van_ablate.presets import preset_model
 
 __all__ = [
     "FIGURES",
@@ -40,16 +42,16 @@ FIGURES: dict[str, Any] = yaml.safe_load(
     resources.files("van_ablate").joinpath("paper_figures.yaml").read_text(encoding="utf-8")
 )
 
-# Table 3 row label -> (preset name, LKASpec fields); "VAN-B0" is the unablated model.
-_TABLE3_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
-    "w/o DW-Conv": ("no_dw_conv", {"dw_conv": False}),
-    "w/o DW-D-Conv": ("no_dwd_conv", {"dwd_conv": False}),
-    "w/o Attention": ("no_attention", {"combine": "none"}),
-    "w/o Attention (add)": ("attention_add", {"combine": "add"}),
-    "w/o 1x1 Conv": ("no_pw_conv", {"pw_conv": False}),
-    "w/ Sigmoid": ("sigmoid", {"gate": "sigmoid"}),
-    "w/ (21x21 Conv)": ("dense_conv", {"dense": True}),
-    "VAN-B0": ("baseline", {}),
+# Table 3 row label -> the preset that builds it (conf/ablation/<preset>.yaml says how).
+_TABLE3_PRESETS: dict[str, str] = {
+    "w/o DW-Conv": "no_dw_conv",
+    "w/o DW-D-Conv": "no_dwd_conv",
+    "w/o Attention": "no_attention",
+    "w/o Attention (add)": "attention_add",
+    "w/o 1x1 Conv": "no_pw_conv",
+    "w/ Sigmoid": "sigmoid",
+    "w/ (21x21 Conv)": "dense_conv",
+    "VAN-B0": "baseline",
 }
 
 
@@ -101,16 +103,16 @@ def _row(
     label: str,
     preset: str | None,
     model: str,
-    lka: LKASpec,
     printed: dict[str, Any],
     decimals: int | None = None,
 ) -> PaperRow:
+    lka, layer_scale = (LKASpec(), True) if preset is None else preset_model(preset)
     return PaperRow(
         label=label,
         preset=preset,
         model=model,
         lka=lka,
-        layer_scale=True,
+        layer_scale=layer_scale,
         params=printed["params"],
         flops=printed["flops"],
         top1=printed.get("top1"),
@@ -120,16 +122,15 @@ def _row(
 
 
 def _table3() -> tuple[PaperRow, ...]:
-    rows = []
-    for r in FIGURES["table3_lka_components"]:
-        preset, fields = _TABLE3_SPECS[r["row"]]
-        rows.append(_row(r["row"], preset, "van_b0", LKASpec(**fields), r, decimals=1))
-    return tuple(rows)
+    return tuple(
+        _row(r["row"], _TABLE3_PRESETS[r["row"]], "van_b0", r, decimals=1)
+        for r in FIGURES["table3_lka_components"]
+    )
 
 
 def _kernel_table() -> tuple[PaperRow, ...]:
     return tuple(
-        _row(f"K={r['K']}", f"k{r['K']}", "van_b0", LKASpec(kernel_size=r["K"]), r, decimals=2)
+        _row(f"K={r['K']}", f"k{r['K']}", "van_b0", r, decimals=2)
         for r in FIGURES["kernel_size_table"]
     )
 
@@ -137,7 +138,7 @@ def _kernel_table() -> tuple[PaperRow, ...]:
 def _models() -> dict[str, PaperRow]:
     # The model table prints one decimal, except "200" (an int in the YAML) for VAN-B6's params.
     return {
-        name: _row(name, None, name, LKASpec(), r)
+        name: _row(name, None, name, r)
         for name, r in FIGURES["models"].items()
         if isinstance(r, dict)
     }
@@ -152,8 +153,8 @@ LAYER_SCALE_TABLE: tuple[LayerScaleRow, ...] = tuple(
 RECIPE: dict[str, Any] = FIGURES["imagenet_recipe"]
 THROUGHPUT: dict[str, int] = FIGURES["throughput_reported"]
 
-# Preset name -> what it changes on VAN-B0: the LKA spec and whether LayerScale is on.
+# Preset name -> what it changes on VAN-B0, for the presets of the paper's tables.
 PRESETS: dict[str, dict[str, Any]] = {
-    **{row.preset: {"lka": row.lka, "layer_scale": True} for row in TABLE3 + KERNEL_TABLE},
-    "no_layer_scale": {"lka": LKASpec(), "layer_scale": False},
+    name: dict(zip(("lka", "layer_scale"), preset_model(name), strict=True))
+    for name in [row.preset for row in TABLE3 + KERNEL_TABLE] + ["no_layer_scale"]
 }

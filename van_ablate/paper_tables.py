@@ -10,27 +10,21 @@ The conventions are those of :mod:`van_ablate.complexity`; its ``-m`` entry poin
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 
-from van_ablate.cli_args import OneLineParser, add_model_arguments, lka_from_args
-from van_ablate.complexity import (
-    Cost,
-    _check_positive,
-    build_for_count,
-    count_cost,
-    model_arch,
-    van_cost,
-)
+from van_ablate import checks, paper
+from van_ablate.cli_args import OneLineParser, add_model_arguments, model_from_args, overrides_given
+from van_ablate.complexity import Cost
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.lka import LKASpec
+from van_ablate.model_spec import ModelSpec
 from van_ablate.paper import PaperRow, paper_round
 
 __all__ = ["compare_rows", "main", "render"]
@@ -53,17 +47,11 @@ CONVENTIONS = {
 }
 
 
-def _lka_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, f"lka_{f.name}") is not None for f in dataclasses.fields(LKASpec))
-
-
 def _spec_key(spec: LKASpec) -> tuple:
     return tuple(v for k, v in spec.to_dict().items() if k != "dilation")
 
 
 def _paper_rows(table: str) -> list[tuple[str, PaperRow]]:
-    from van_ablate import paper
-
     tables = {
         "table3": paper.TABLE3,
         "kernel": paper.KERNEL_TABLE,
@@ -73,16 +61,18 @@ def _paper_rows(table: str) -> list[tuple[str, PaperRow]]:
     return [(name, row) for name in names for row in tables[name]]
 
 
-def _find_paper_row(model: str, spec: LKASpec) -> PaperRow | None:
+def _find_paper_row(spec: ModelSpec) -> PaperRow | None:
+    if spec.changed_arch() or not spec.layer_scale or spec.num_classes != 1000:
+        return None
     for _, row in _paper_rows("all"):
-        if row.model == model and row.layer_scale and _spec_key(row.lka) == _spec_key(spec):
+        if row.model == spec.name and row.layer_scale and _spec_key(row.lka) == _spec_key(spec.lka):
             return row
     return None
 
 
 @functools.cache
-def _counted(model: str, spec: LKASpec, img_size: int) -> Cost:
-    return count_cost(build_for_count(model, spec), img_size)
+def _counted(spec: ModelSpec) -> Cost:
+    return spec.counted_cost()
 
 
 def _should_count(mode: str, table: str, closed: Cost) -> bool:
@@ -94,23 +84,21 @@ def _should_count(mode: str, table: str, closed: Cost) -> bool:
 
 
 def compare_rows(
-    rows: Sequence[tuple[str, str, str, LKASpec, PaperRow | None]],
-    img_size: int = 224,
+    rows: Sequence[tuple[str, str, ModelSpec, PaperRow | None]],
     count: str = "all",
 ) -> list[dict[str, Any]]:
-    """Paper, closed-form and counted figures for ``(table, label, model, lka, paper_row)``.
+    """Paper, closed-form and counted figures for ``(table, label, model_spec, paper_row)``.
 
     ``count`` is ``all``, ``none`` or ``auto`` (every ablation row, other rows up to
     ``AUTO_COUNT_MAX_FLOPS``). Paper FLOPs are given only at 224, where the paper measured
     them; ``matches_paper`` is None where there is nothing to compare.
     """
-    if count not in COUNT_MODES:
-        raise ConfigError("count", count, f"must be one of {', '.join(COUNT_MODES)}")
+    checks.one_of("count", count, COUNT_MODES)
     records = []
-    for table, label, model, spec, printed in rows:
-        closed = van_cost(**model_arch(model), lka=spec, img_size=img_size)
-        counted = _counted(model, spec, img_size) if _should_count(count, table, closed) else None
-        flops_printed = printed.flops if printed is not None and img_size == 224 else None
+    for table, label, spec, printed in rows:
+        closed = spec.closed_cost()
+        counted = _counted(spec) if _should_count(count, table, closed) else None
+        flops_printed = printed.flops if printed is not None and spec.img_size == 224 else None
         match = None
         if printed is not None:
             match = paper_round(closed.params / 1e6, printed.params_decimals) == printed.params
@@ -121,7 +109,7 @@ def compare_rows(
             {
                 "table": table,
                 "row": label,
-                "model": model,
+                "model": spec.name,
                 "preset": printed.preset if printed is not None else None,
                 "params_printed": printed.params if printed is not None else None,
                 "params": closed.params,
@@ -140,8 +128,6 @@ def compare_rows(
 
 
 def _markdown(records: list[dict[str, Any]], img_size: int) -> str:
-    import pandas as pd
-
     def fixed(value: float | None, decimals: int) -> str:
         return "" if value is None else f"{value:.{decimals}f}"
 
@@ -181,8 +167,6 @@ def render(records: list[dict[str, Any]], fmt: str, img_size: int) -> str:
     if fmt == "markdown":
         return _markdown(records, img_size)
     if fmt == "csv":
-        import pandas as pd
-
         return pd.DataFrame(records).to_csv(index=False)
     payload = {"img_size": img_size, "conventions": CONVENTIONS, "rows": records}
     return json.dumps(payload, indent=2)
@@ -208,20 +192,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The count's forward pass is one image; one thread keeps a shared 2-core CPU from thrashing.
     torch.set_num_threads(1)
     try:
-        _check_positive("img_size", args.img_size)
+        composed = model_from_args(args)  # checks every key and value before any work
+        given = {key.split(".")[0] for key in overrides_given(args)}
         rows = []
-        composed = args.model is not None or _lka_given(args)
-        if args.table or not composed:
-            rows += [(t, r.label, r.model, r.lka, r) for t, r in _paper_rows(args.table or "all")]
-        if composed:
-            model, spec = args.model or "van_b0", lka_from_args(args)
-            model_arch(model)  # reject an unknown model before any work
-            rows.append(("composed", model, model, spec, _find_paper_row(model, spec)))
-        records = compare_rows(rows, img_size=args.img_size, count=args.count)
+        if args.table or not given & {"model", "lka"}:
+            for t, r in _paper_rows(args.table or "all"):
+                spec = ModelSpec(r.model, r.lka, r.layer_scale, img_size=composed.img_size)
+                rows.append((t, r.label, spec, r))
+        if given & {"model", "lka"}:
+            rows.append(("composed", composed.name, composed, _find_paper_row(composed)))
+        records = compare_rows(rows, count=args.count)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    print(render(records, args.format, args.img_size))
+    print(render(records, args.format, composed.img_size))
     return 0
 
 

@@ -32,7 +32,7 @@ class Recipe:
 
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a timm Scheduler, or None for train.sched=none
-    num_epochs: int  # epochs + cooldown_epochs
+    total_epochs: int  # train.epochs + train.cooldown_epochs
     updates_per_epoch: int
     loss_fn: nn.Module
     mixup: Mixup | None
@@ -65,7 +65,7 @@ def build_recipe(
     """The recipe for ``model`` at learning rate ``lr`` (already scaled to the global batch)."""
     optimizer = create_optimizer_v2(model, opt=t.opt, lr=lr, weight_decay=t.weight_decay)
     updates_per_epoch = math.ceil(batches_per_epoch / accum_steps)
-    scheduler, num_epochs = create_scheduler_v2(
+    scheduler, total_epochs = create_scheduler_v2(
         optimizer,
         sched=t.sched,
         num_epochs=t.epochs,
@@ -94,7 +94,7 @@ def build_recipe(
         loss_fn = nn.CrossEntropyLoss()
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
     return Recipe(
-        optimizer, scheduler, num_epochs, updates_per_epoch, loss_fn, mixup, ema, num_classes
+        optimizer, scheduler, total_epochs, updates_per_epoch, loss_fn, mixup, ema, num_classes
     )
 
 

@@ -1,4 +1,4 @@
-"""``results.json``: what one training run reports (schema 1, documented in the README).
+"""``results.json``: what one training run reports (schema 2, documented in the README).
 
 The per-epoch top-1 / top-5 (in percent) follow the paper's evaluation (ImageNet-1K val top-1,
 Sec. 4.1); params and MACs come from :mod:`van_ablate.complexity`. Objective names are dotted
@@ -9,14 +9,20 @@ paths into this document, so sweepers can optimise any of :data:`OBJECTIVE_FIELD
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from van_ablate.lka import LKASpec
+from van_ablate import checks
+from van_ablate.model_spec import ModelSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Keys renamed by each schema version (old dotted path -> new), so older files stay readable:
+# 2: ``setup.epochs`` (which counted the cooldown, unlike ``train.epochs``) -> total_epochs.
+RENAMED: dict[int, dict[str, str]] = {2: {"setup.epochs": "setup.total_epochs"}}
 STATUSES = ("running", "completed", "diverged", "pruned", "failed")
 OBJECTIVE_FIELDS: tuple[str, ...] = (
     "best.val_top1",
@@ -41,10 +47,8 @@ def document(
     run_name: str,
     status: str,
     reason: str | None,
-    model: str,
+    model: ModelSpec,
     presets: list[str],
-    lka: LKASpec,
-    layer_scale: bool,
     data: dict[str, Any],
     seed: int,
     complexity: dict[str, int],
@@ -57,7 +61,8 @@ def document(
     git_commit: str | None,
     config: dict[str, Any],
 ) -> dict[str, Any]:
-    """A results.json document (schema 1); best, final and the objective derive from ``epochs``."""
+    """A results.json document (:data:`SCHEMA_VERSION`); best, final and the objective derive
+    from ``epochs``."""
     best, final = summarize_epochs(epochs)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -65,10 +70,10 @@ def document(
         "run_name": run_name,
         "status": status,
         "reason": reason,
-        "model": model,
+        "model": model.name,
         "presets": presets,
-        "lka": lka.to_dict(),
-        "layer_scale": layer_scale,
+        "lka": model.lka.to_dict(),
+        "layer_scale": model.layer_scale,
         "data": data,
         "seed": seed,
         "complexity": complexity,
@@ -88,6 +93,34 @@ def document(
     return doc
 
 
+def readable(doc: Any) -> bool:
+    """Whether ``doc`` is a results.json document of this or an earlier schema."""
+    version = doc.get("schema_version") if isinstance(doc, Mapping) else None
+    return isinstance(version, int) and 1 <= version <= SCHEMA_VERSION
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (any :func:`readable` schema) in the current one: renamed keys under new names.
+
+    >>> upgrade({"schema_version": 1, "setup": {"epochs": 6}})
+    {'schema_version': 2, 'setup': {'total_epochs': 6}}
+    """
+    out = copy.deepcopy(doc)
+    for version in range(out["schema_version"] + 1, SCHEMA_VERSION + 1):
+        for old, new in RENAMED.get(version, {}).items():
+            *old_parents, old_leaf = old.split(".")
+            *new_parents, new_leaf = new.split(".")
+            source, target = out, out
+            for part in old_parents:
+                source = source.get(part) if isinstance(source, dict) else None
+            for part in new_parents:
+                target = target.get(part) if isinstance(target, dict) else None
+            if isinstance(source, dict) and isinstance(target, dict) and old_leaf in source:
+                target[new_leaf] = source.pop(old_leaf)
+    out["schema_version"] = SCHEMA_VERSION
+    return out
+
+
 def summarize_epochs(epochs: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
     """(best, final) from the per-epoch records; best is the highest val_top1, earliest on ties."""
     if not epochs:
@@ -102,13 +135,7 @@ def summarize_epochs(epochs: list[dict[str, Any]]) -> tuple[dict | None, dict | 
 
 def objective_values(results: dict[str, Any], names: list[str]) -> list[float]:
     """The values of dotted ``names`` in ``results``; NaN where the run has none (no epoch)."""
-    values = []
-    for name in names:
-        node: Any = results
-        for part in name.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values.append(float("nan") if node is None else float(node))
-    return values
+    return [float(checks.select(results, name, default=float("nan"))) for name in names]
 
 
 def epoch_counterpart(name: str) -> str:
@@ -196,7 +223,7 @@ def format_summary(doc: dict[str, Any], run_dir: Path, wandb_sync: str | None = 
         rows += [
             (
                 "epochs",
-                f"{len(epochs)}/{doc['setup']['epochs']}, best val_top1 "
+                f"{len(epochs)}/{doc['setup']['total_epochs']}, best val_top1 "
                 f"{best['val_top1']:.2f} % at epoch {best['epoch']}",
             ),
             (

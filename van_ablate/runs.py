@@ -3,7 +3,7 @@
 ``python -m van_ablate +ablation=no_sigmoid seed=1`` always writes to
 ``runs/van_proxy/no_sigmoid-s1``, so typing it again continues that run. Any other override adds
 a short hash (``no_sigmoid-s1-3fa2c1d0``). A run directory holds ``config.yaml``, ``train.log``,
-``results.json``, ``checkpoints/{last,best}.pt`` and ``wandb/``::
+``results.json``, ``checkpoints/{last,previous,best}.pt`` and ``wandb/``::
 
     model = load_run_model("runs/van_proxy/no_sigmoid-s1", which="best")
 """
@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import timm
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from van_ablate import checkpoint
+from van_ablate.model_spec import ModelSpec
 
 # Overrides that do not name a different experiment: they are in the name itself (presets, seed;
 # the model group is the parent folder) or change only logging, resuming and scoring.
@@ -61,11 +60,6 @@ def run_name(overrides: Sequence[str], seed: int) -> str:
     return name
 
 
-def model_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
-    """timm.create_model keyword arguments from a checkpoint's ``model_args``."""
-    return {k: v for k, v in model_args.items() if k != "model_name" and v is not None}
-
-
 def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
     """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU."""
     if which not in ("best", "last"):
@@ -74,7 +68,7 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {which} checkpoint (has the run finished an epoch?)")
     state = checkpoint.load(path)
-    args = state["model_args"]
-    model = timm.create_model(args["model_name"], **model_kwargs(args))
+    # Checkpoints written before ModelSpec carry ``model_args``; from_dict reads both.
+    model = ModelSpec.from_dict(state.get("model_spec") or state["model_args"]).build()
     model.load_state_dict(state["model"])
     return model.eval()

@@ -21,22 +21,33 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from van_ablate.lka import LKA, LKASpec
+from van_ablate.paper import FIGURES
 
 __all__ = ["VAN", "ARCHS"]
 
-# dims, depths, mlp_ratios and drop path of the official models (reference: models).
-ARCHS: dict[str, dict[str, Any]] = {
-    "van_b0": dict(dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), drop_path_rate=0.1),
-    "van_b1": dict(dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), drop_path_rate=0.1),
-    "van_b2": dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), drop_path_rate=0.1),
-    "van_b3": dict(dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), drop_path_rate=0.2),
-    "van_b4": dict(dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), drop_path_rate=0.2),
-    "van_b5": dict(dims=(96, 192, 480, 768), depths=(3, 3, 24, 3), drop_path_rate=0.2),
-    "van_b6": dict(dims=(96, 192, 384, 768), depths=(6, 6, 90, 6), drop_path_rate=0.3),
-    # Same blocks at a width and depth a 2-core CPU trains in minutes (not in the paper).
-    "van_proxy": dict(dims=(16, 32, 64, 96), depths=(1, 1, 2, 1), drop_path_rate=0.0),
+
+def _paper_arch(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        dims=tuple(row["dims"]),
+        depths=tuple(row["depths"]),
+        mlp_ratios=tuple(row["mlp_ratios"]),
+        drop_path_rate=row["drop_path"],
+    )
+
+
+# The official models as the paper's Table 2 and the official code give them.
+_OFFICIAL = {
+    name: _paper_arch(row) for name, row in FIGURES["models"].items() if isinstance(row, dict)
 }
-MLP_RATIOS = (8, 8, 4, 4)
+MLP_RATIOS = _OFFICIAL["van_b0"]["mlp_ratios"]  # every model of Table 2 uses these
+# The one table of architectures; conf/model/*.yaml only name an entry.
+ARCHS: dict[str, dict[str, Any]] = {
+    **_OFFICIAL,
+    # Same blocks at a width and depth a 2-core CPU trains in minutes (not in the paper).
+    "van_proxy": dict(
+        dims=(16, 32, 64, 96), depths=(1, 1, 2, 1), mlp_ratios=MLP_RATIOS, drop_path_rate=0.0
+    ),
+}
 LAYER_SCALE_INIT = 1e-2
 
 

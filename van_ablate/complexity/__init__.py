@@ -15,6 +15,7 @@ config alone (closed form) and from the built model (fvcore), in named conventio
   that reproduces the paper's 0.88 G for VAN-B0 and the kernel-size table together. GELU,
   the attention product, LayerScale, residual adds and pooling are in neither convention.
 
+A whole model's figures come from :meth:`van_ablate.model_spec.ModelSpec.cost`;
 ``python -m van_ablate.complexity`` prints the paper's tables with both figures beside them
 (the command is :mod:`van_ablate.paper_tables`).
 """
@@ -31,17 +32,29 @@ from typing import Any
 import torch
 from torch import nn
 
+with warnings.catch_warnings():
+    # fvcore.nn scripts its focal loss on import, which torch 2.14 flags as deprecated.
+    warnings.filterwarnings("ignore", ".*torch.jit.script", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis, parameter_count
+    from fvcore.nn.jit_handles import (
+        addmm_flop_jit,
+        batchnorm_flop_jit,
+        conv_flop_jit,
+        get_shape,
+        linear_flop_jit,
+    )
+
+from van_ablate import checks
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
-from van_ablate.van import ARCHS, MLP_RATIOS
+from van_ablate.van import MLP_RATIOS
 
 __all__ = [
     "Cost",
-    "complexity_summary",
     "count_cost",
+    "lka_cost",
     "lka_macs",
     "lka_params",
-    "model_arch",
     "stage_sides",
     "van_cost",
 ]
@@ -118,7 +131,7 @@ def lka_params(
     >>> lka_params(C, 21, 3, pw_conv=False, bias=True)
     4864
     """
-    _check_positive("channels", channels)
+    checks.at_least("channels", channels, 1)
     spec = LKASpec(kernel_size, dilation, dw_conv, dwd_conv, pw_conv, dense=dense)
     cost = lka_cost(channels, spec, positions=1)
     return cost.params if bias else cost.macs  # at one position a conv's MACs are its weights
@@ -141,9 +154,9 @@ def lka_macs(
     >>> lka_macs(64, 21, 3, 56, 56) == lka_params(64, 21, 3) * 56 * 56
     True
     """
-    _check_positive("channels", channels)
-    _check_positive("height", height)
-    _check_positive("width", width)
+    checks.at_least("channels", channels, 1)
+    checks.at_least("height", height, 1)
+    checks.at_least("width", width, 1)
     spec = LKASpec(kernel_size, dilation, dw_conv, dwd_conv, pw_conv, dense=dense)
     return lka_cost(channels, spec, positions=height * width).macs
 
@@ -154,7 +167,7 @@ def stage_sides(img_size: int, num_stages: int = 4) -> list[int]:
     >>> stage_sides(224)
     [56, 28, 14, 7]
     """
-    _check_positive("img_size", img_size)
+    checks.at_least("img_size", img_size, 1)
     sides, side = [], img_size
     for i in range(num_stages):
         kernel, stride = (7, 4) if i == 0 else (3, 2)
@@ -212,8 +225,6 @@ def van_cost(
 
 def _conv_handle(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
     """fvcore's conv count (MACs only) plus one add per output element when there is a bias."""
-    from fvcore.nn.jit_handles import conv_flop_jit, get_shape
-
     counts = conv_flop_jit(inputs, outputs)
     counts["conv_bias"] = prod(get_shape(outputs[0])) if get_shape(inputs[2]) else 0
     return counts
@@ -221,8 +232,6 @@ def _conv_handle(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
 
 def _layer_norm_handle(inputs: list[Any], outputs: list[Any]) -> int:
     """mmcv's LayerNorm count: two per element with an affine (scale and shift), else one."""
-    from fvcore.nn.jit_handles import get_shape
-
     return prod(get_shape(inputs[0])) * (2 if get_shape(inputs[2]) else 1)
 
 
@@ -233,13 +242,7 @@ def count_cost(model: nn.Module, img_size: int, in_chans: int = 3) -> Cost:
     BatchNorm handle gives the two per element of inference; its LayerNorm handle counts five
     per element, so a handle gives mmcv's two; pooling is counted by neither convention.
     """
-    with warnings.catch_warnings():
-        # fvcore.nn scripts its focal loss on import, which torch 2.14 flags as deprecated.
-        warnings.filterwarnings("ignore", ".*torch.jit.script", FutureWarning)
-        from fvcore.nn import FlopCountAnalysis, parameter_count
-        from fvcore.nn.jit_handles import addmm_flop_jit, batchnorm_flop_jit, linear_flop_jit
-
-    _check_positive("img_size", img_size)
+    checks.at_least("img_size", img_size, 1)
     device = next(model.parameters()).device
     x = torch.zeros(1, in_chans, img_size, img_size, device=device)
     was_training = model.training
@@ -272,97 +275,3 @@ def count_cost(model: nn.Module, img_size: int, in_chans: int = 3) -> Cost:
         bn_flops=ops["batch_norm"],
         ln_flops=ops["layer_norm"],
     )
-
-
-def model_arch(
-    model_name: str,
-    dims: Sequence[int] | None = None,
-    depths: Sequence[int] | None = None,
-    mlp_ratios: Sequence[float] | None = None,
-) -> dict[str, tuple]:
-    """dims, depths and mlp_ratios of a registered VAN, with any of them overridden."""
-    if model_name not in ARCHS:
-        raise ConfigError("model", model_name, f"must be one of {', '.join(ARCHS)}")
-    arch = ARCHS[model_name]
-    return {
-        "dims": tuple(arch["dims"] if dims is None else dims),
-        "depths": tuple(arch["depths"] if depths is None else depths),
-        "mlp_ratios": tuple(MLP_RATIOS if mlp_ratios is None else mlp_ratios),
-    }
-
-
-def build_for_count(
-    model_name: str,
-    lka: LKASpec | dict | None = None,
-    *,
-    num_classes: int = 1000,
-    layer_scale: bool = True,
-    in_chans: int = 3,
-    dims: Sequence[int] | None = None,
-    depths: Sequence[int] | None = None,
-    mlp_ratios: Sequence[float] | None = None,
-) -> nn.Module:
-    """The timm model a summary counts, built without touching the caller's RNG state."""
-    import timm
-
-    arch = model_arch(model_name, dims, depths, mlp_ratios)
-    with torch.random.fork_rng(devices=[]):  # weight init must not shift a run's seeded stream
-        return timm.create_model(
-            model_name,
-            lka=LKASpec.from_any(lka),
-            layer_scale=layer_scale,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            **arch,
-        )
-
-
-def complexity_summary(
-    model_name: str,
-    lka: LKASpec | dict | None = None,
-    *,
-    img_size: int = 224,
-    num_classes: int = 1000,
-    layer_scale: bool = True,
-    in_chans: int = 3,
-    dims: Sequence[int] | None = None,
-    depths: Sequence[int] | None = None,
-    mlp_ratios: Sequence[float] | None = None,
-) -> dict[str, int]:
-    """Closed-form and counted Params, MACs and paper FLOPs, as written to results.json.
-
-    Keys: ``params`` / ``params_counted``, ``macs`` / ``macs_counted`` (conv + linear
-    multiply-adds), ``flops_paper`` / ``flops_paper_counted`` (MACs + conv-bias adds +
-    BatchNorm + LayerNorm, mmcv's count), ``img_size``. Closed form and count agree exactly.
-
-    >>> complexity_summary("van_b0")["flops_paper"]  # doctest: +SKIP
-    880211328
-    """
-    _check_positive("img_size", img_size)
-    arch = model_arch(model_name, dims, depths, mlp_ratios)
-    common = dict(num_classes=num_classes, in_chans=in_chans, layer_scale=layer_scale)
-    closed = van_cost(**arch, lka=lka, img_size=img_size, **common)
-    counted = count_cost(build_for_count(model_name, lka, **arch, **common), img_size, in_chans)
-    return {
-        "params": closed.params,
-        "params_counted": counted.params,
-        "macs": closed.macs,
-        "macs_counted": counted.macs,
-        "flops_paper": closed.flops_paper,
-        "flops_paper_counted": counted.flops_paper,
-        "img_size": img_size,
-    }
-
-
-def _check_positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, value, "must be an integer >= 1")
-
-
-if __name__ == "__main__":
-    # The command lives in van_ablate.paper_tables; this keeps the documented entry point.
-    import sys
-
-    from van_ablate.paper_tables import main
-
-    sys.exit(main())

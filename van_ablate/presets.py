@@ -1,0 +1,73 @@
+"""The ablation presets, ``conf/ablation/<name>.yaml``: the one place each says what it changes.
+
+A preset sets ``lka.*`` switches and ``model.layer_scale`` on top of a job (``+ablation=k7``, or
+a list). Hydra composes them; this module reads the same files for what has to know a preset
+without composing a job: which presets conflict, and the LKA and LayerScale of each paper row
+(:mod:`van_ablate.paper` maps the rows to preset names)::
+
+    preset_settings("k7")          # {"lka.kernel_size": 7, "lka.dilation": 2}
+    preset_model("no_layer_scale") # (LKASpec(), False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from van_ablate import checks
+from van_ablate.errors import ConfigError
+from van_ablate.lka import LKASpec
+
+__all__ = ["CONF_DIR", "check_presets", "preset_model", "preset_names", "preset_settings"]
+
+# The app's config folder; the ablation group lives in it like every other group.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+ABLATION_DIR = CONF_DIR / "ablation"
+
+
+def preset_names() -> list[str]:
+    """Every preset, sorted."""
+    return sorted(p.stem for p in ABLATION_DIR.glob("*.yaml"))
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
+    path = ABLATION_DIR / f"{name}.yaml"
+    if not path.is_file():
+        checks.one_of("ablation", name, preset_names())
+    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def preset_model(name: str) -> tuple[LKASpec, bool]:
+    """The LKA and LayerScale switch a preset gives a job that sets nothing else."""
+    settings = preset_settings(name)
+    lka = {k.removeprefix("lka."): v for k, v in settings.items() if k.startswith("lka.")}
+    return LKASpec(**lka), settings.get("model.layer_scale", True)
+
+
+def check_presets(presets: Sequence[str]) -> None:
+    """Refuse two presets that set the same key to different values (Hydra would merge silently)."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for name in presets:
+        for key, value in preset_settings(name).items():
+            if key in seen and seen[key][1] != value:
+                first, first_value = seen[key]
+                raise ConfigError(
+                    "ablation",
+                    list(presets),
+                    f"presets {first} ({key}={first_value}) and {name} ({key}={value}) conflict; "
+                    "choose one",
+                )
+            seen.setdefault(key, (name, value))
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
