@@ -150,7 +150,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 ReturnToService=2
-KillWait=2
+KillWait=10
 MinJobAge=600
 InactiveLimit=0
 SchedulerParameters=sched_interval=1

@@ -1,6 +1,7 @@
 """On a real one-node SLURM cluster (``tests/services.py``): a job step of 2 tasks trains one run
 with DDP under ``srun``, and a ready study sends each trial to SLURM through Hydra's submitit
-launcher (``+launcher=slurm``), with its results back in the study.
+launcher (``+launcher=slurm``), with its results back in the study, and a job requeued with
+``scontrol requeue`` resumes from the step SLURM's SIGTERM stopped it at.
 
 Job states come from ``scontrol show job``: ``sacct`` needs slurmdbd, which this cluster lacks.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
-from conftest import REPO, TINY_RUN, read_results, run_env
+from conftest import REPO, TINY_RUN, read_results, run_env, write_image_folder
 from optuna.trial import TrialState
 
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
@@ -88,3 +90,44 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
     # submitit sent them as one job array: <array id>_<task> folders, one per trial.
     submitted = sorted(p.name for p in (sweep_dir / ".submitit").glob("*_*") if p.is_dir())
     assert submitted == [f"{min(jobs, key=int)}_{i}" for i in range(2)]
+
+
+@pytest.mark.slow  # two three-epoch runs, one of them requeued: a few minutes on 2 shared cores
+def test_a_requeued_slurm_job_resumes_from_its_step_with_the_uninterrupted_metrics(slurm, tmp_path):
+    from test_resume import ARGS, same_metrics, start
+
+    root = write_image_folder(tmp_path / "images", per_class=32)  # 12 steps per epoch
+    reference = start(root, tmp_path / "reference")
+    run_dir = tmp_path / "requeued"
+    train = [*ARGS, f"data.root={root}", f"hydra.run.dir={run_dir}"]
+    job = submit(slurm, tmp_path, ["exec", sys.executable, "-m", "van_ablate", *train])
+    ckpts = run_dir / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    subprocess.run(["scontrol", "requeue", job], env=slurm.env, check=True)
+    while slurm.job_states().get(job) != "COMPLETED" and time.time() < deadline + 300:
+        time.sleep(0.5)
+    assert slurm.job_states()[job] == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
+    assert reference.wait(timeout=300) == 0
+    got = read_results(run_dir)
+    assert got["status"] == "completed" and len(got["epochs"]) == 3
+    same_metrics(got, read_results(tmp_path / "reference"))
+    log = (run_dir / "train.log").read_text()
+    assert "stop signal 15 after" in log  # SLURM's SIGTERM: a mid-epoch checkpoint, then exit
+    assert "and 0 batches of epoch" not in log and "batches of epoch 2" in log
+
+
+def submit(slurm, cwd, command: list[str]) -> str:
+    """``sbatch --requeue`` one task running ``command``; returns the job id."""
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "--ntasks=1", "--cpus-per-task=1"]
+        + ["-o", str(cwd / "job.out"), "--open-mode=append", "--wrap", " ".join(command)],
+        cwd=cwd,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
