@@ -95,12 +95,13 @@ def fail_stale(
         if not is_alive(Worker.from_dict(t.system_attrs.get(OWNER)), attrs, stale_after_s)
     ]
     for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         owner = t.system_attrs.get(OWNER) or {}
         again = retry and RETRIED_FROM not in t.system_attrs
         reason = f"stale: sweep process {owner.get('host')}:{owner.get('pid')} stopped while it ran"
-        storage.set_trial_user_attr(t._trial_id, REASON, reason + ("; retried" if again else ""))
+        storage.set_trial_user_attr(trial_id, REASON, reason + ("; retried" if again else ""))
         if again:
-            storage.set_trial_system_attr(t._trial_id, SUPERSEDED, True)
+            storage.set_trial_system_attr(trial_id, SUPERSEDED, True)
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         if again:
             study.add_trial(_retry_of(t))
@@ -137,5 +138,7 @@ def take_trial(
         return None
     with optuna_experimental():
         trial = study.ask()
-    storage.set_trial_system_attr(trial._trial_id, OWNER, worker.to_dict())
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_system_attr(trial_id, OWNER, worker.to_dict())
     return trial

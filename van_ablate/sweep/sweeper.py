@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from van_ablate.errors import ConfigError
 from van_ablate.sweep import coordinator as co
@@ -135,7 +135,7 @@ class VanOptunaSweeperImpl(Sweeper):
     def _loop(self, p: Plan, study: optuna.Study, storage: Any, study_id: int, w: Worker) -> None:
         twin = _load_twin(p, storage)
         while True:
-            batch: list[tuple[optuna.Trial, list[str]]] = []
+            batch: list[tuple[optuna.Trial, int, list[str]]] = []
             with study_lock(storage, p.study_name, w, stale_after_s=p.stale_after_s):
                 for t in co.fail_stale(study, storage, study_id, p.stale_after_s):
                     log.warning(f"Trial {t.number} was left running by a stopped sweep: failed")
@@ -144,7 +144,12 @@ class VanOptunaSweeperImpl(Sweeper):
                     trial = co.take_trial(study, storage, p.n_trials, w)
                     if trial is None:
                         break
-                    batch.append((trial, self._configure(p, trial, twin)))
+                    trial_id = storage.get_trial_id_from_study_id_trial_number(
+                        study_id, trial.number
+                    )
+                    batch.append(
+                        (trial, trial_id, self._configure(p, storage, trial_id, trial, twin))
+                    )
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not batch:
                 if not running:
@@ -153,18 +158,25 @@ class VanOptunaSweeperImpl(Sweeper):
                 continue
             beats = None
             if has_trial_heartbeats(storage):
-                beats = Heartbeat.of_trials(storage, [t._trial_id for t, _ in batch])
+                beats = Heartbeat.of_trials(storage, [trial_id for _, trial_id, _ in batch])
             try:
-                returns = self.launcher.launch([ov for _, ov in batch], self.job_idx)
+                returns = self.launcher.launch([ov for _, _, ov in batch], self.job_idx)
             finally:
                 if beats is not None:
                     beats.close()
             self.job_idx += len(returns)
-            for (trial, _), ret in zip(batch, returns, strict=True):
-                self._tell(p, study, storage, twin, trial, ret)
+            for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
+                self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret)
             _check_failures(p, study)
 
-    def _configure(self, p: Plan, trial: optuna.Trial, twin: optuna.Study | None) -> list[str]:
+    def _configure(
+        self,
+        p: Plan,
+        storage: Any,
+        trial_id: int,
+        trial: optuna.Trial,
+        twin: optuna.Study | None,
+    ) -> list[str]:
         """Suggest the trial's parameters and build its job's overrides."""
         try:
             overrides = job_overrides(trial, p.space, p.custom, self.config)
@@ -176,8 +188,8 @@ class VanOptunaSweeperImpl(Sweeper):
             trial.set_user_attr("fixed", p.space.fixed)
         if twin is not None:
             twin_number = twin.ask().number
-            trial.storage.set_trial_system_attr(trial._trial_id, co.PRUNING_TRIAL, twin_number)
-        root = co.root_number(trial.storage.get_trial(trial._trial_id))
+            storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, twin_number)
+        root = co.root_number(storage.get_trial(trial_id))
         return [
             *overrides,
             f"++trial.storage={quote(p.storage_url)}",
@@ -193,9 +205,9 @@ class VanOptunaSweeperImpl(Sweeper):
         storage: Any,
         twin: optuna.Study | None,
         trial: optuna.Trial,
+        frozen: FrozenTrial,
         ret: JobReturn,
     ) -> None:
-        frozen = storage.get_trial(trial._trial_id)
         run_dir = self.sweep_dir / f"trial_{co.root_number(frozen)}"
         if ret.hydra_cfg is not None:
             run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
