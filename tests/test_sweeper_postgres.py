@@ -61,6 +61,7 @@ def test_four_sweeps_started_together_finish_exactly_n_trials_every_time(app, po
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, attempt
 
 
+@pytest.mark.slow
 def test_one_process_with_a_seed_asks_the_same_points_every_time(app, postgres):
     asked = []
     for attempt in range(2):
