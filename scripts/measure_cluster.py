@@ -3,7 +3,7 @@
 Starts its own one-node SLURM cluster and PostgreSQL server (``tests/services.py``), stops them
 after, and prints:
 
-- trials/hour of a small proxy study (``+study=table3`` at 32 px, a few hundred images) through
+- trials/hour of a small proxy study (``+study=table3``, scale=proxy, a few hundred images) through
   ``+launcher=slurm`` with 1 and with 2 concurrent jobs, and through the basic launcher;
 - the per-trial overhead of SLURM + submitit against the basic launcher (1 job at a time);
 - the seconds of training redone after ``scontrol requeue`` (time from the requeue back to the
@@ -83,7 +83,7 @@ def requeue_loss(cluster, work: Path, e: dict) -> float:
     """Seconds of training done before ``scontrol requeue`` that the requeued job redoes."""
     run_dir = work / "requeue_run"
     train = [*PROXY[:-1], "train.epochs=4", f"hydra.run.dir={run_dir}", "train.device=cpu"]
-    wrap = " ".join([sys.executable, "-m", "van_ablate", *train])
+    wrap = " ".join(["exec", sys.executable, "-m", "van_ablate", *train])
     out = subprocess.run(
         ["sbatch", "--parsable", "--requeue", "--cpus-per-task=1", "-o", str(work / "rq.out")]
         + ["--wrap", wrap],
@@ -116,19 +116,24 @@ def kill_to_retry(pg, work: Path, e: dict) -> float:
     url = pg.new_database("measure_kill")
     sweep_dir = work / "pg_sweep"
     cmd = [sys.executable, "-m", "van_ablate", "-m", f"--config-dir={REPO / 'experiments'}"]
-    cmd += ["+study=table3", "hydra.sweeper.n_trials=1", *PROXY, f"hydra.sweep.dir={sweep_dir}"]
-    cmd += [f"hydra.sweeper.storage='{url}'", "hydra.sweeper.stale_after_s=10"]
+    long_trial = [*PROXY[:-1], "train.epochs=50"]  # still running when the worker is killed
+    cmd += ["+study=table3", "hydra.sweeper.n_trials=1", *long_trial]
+    cmd += [f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage='{url}'"]
+    cmd += ["hydra.sweeper.stale_after_s=10"]
     victim = subprocess.Popen(
         cmd, cwd=work, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     wait_for(lambda: (sweep_dir / "trial_0" / "train.log").exists(), 300, "trial 0")
+    # The peer starts before the kill and idles (the one trial is taken): its start-up is not
+    # part of the figure, only how long the dead worker's trial takes to be noticed and retried.
+    peer_log = work / "peer.log"
+    with open(peer_log, "w") as out:
+        peer = subprocess.Popen(cmd, cwd=work, env=e, stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: "on this study" in peer_log.read_text(), 300, "the peer's start")
     time.sleep(1.0)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
-    peer = subprocess.Popen(
-        cmd, cwd=work, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
     storage = open_storage(url)
 
     def retry_started() -> float | None:
@@ -140,6 +145,7 @@ def kill_to_retry(pg, work: Path, e: dict) -> float:
 
     wait_for(lambda: retry_started() is not None, 300, "the retry")
     started = retry_started() or killed_at
+    peer.kill()  # the retry's training is not part of the figure
     peer.wait()
     return started - killed_at
 
@@ -164,7 +170,7 @@ def main() -> None:
             redone_s = requeue_loss(cluster, work, e)
         with postgres_server() as pg:
             retry_s = kill_to_retry(pg, work, env())
-    print(f"proxy study: table3 at 32 px, {n} trials each, {' '.join(PROXY)}")
+    print(f"proxy study: +study=table3 (scale=proxy), {n} trials each, {' '.join(PROXY)}")
     print(f"basic launcher:               {n / basic_s * 3600:7.1f} trials/hour")
     print(f"SLURM + submitit, 1 job:      {n / one_s * 3600:7.1f} trials/hour")
     print(f"SLURM + submitit, 2 jobs:     {n / two_s * 3600:7.1f} trials/hour")
