@@ -184,6 +184,12 @@ class SlurmCluster:
                 states[fields["JobId"]] = fields.get("JobState", "?")
         return states
 
+    def settled_states(self, timeout: float = 60) -> dict[str, str]:
+        """:meth:`job_states` once no job is pending, running or still completing."""
+        busy = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED")
+        _wait(lambda: not set(self.job_states().values()) & set(busy), "SLURM jobs", timeout)
+        return self.job_states()
+
 
 @contextlib.contextmanager
 def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:

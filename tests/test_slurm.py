@@ -49,7 +49,7 @@ def test_two_tasks_of_a_slurm_job_train_one_run_with_ddp_under_srun(slurm, image
     # 24 train images over 2 ranks x 4 per step: 3 updates per epoch, all images seen.
     assert r["setup"]["updates_per_epoch"] == 3
     assert proc.stdout.count("status") == 1  # one summary, from rank 0
-    assert "COMPLETED" in slurm.job_states().values()
+    assert "COMPLETED" in slurm.settled_states().values()
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
     storage = open_storage(str(sweep_dir / JOURNAL_NAME))
     study = optuna.load_study(study_name="table3_van_proxy", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    jobs = {j: s for j, s in slurm.job_states().items() if j not in before}
+    jobs = {j: s for j, s in slurm.settled_states().items() if j not in before}
     assert sorted(jobs.values()) == ["COMPLETED", "COMPLETED"]  # one SLURM job per trial
     for t in study.trials:
         results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
