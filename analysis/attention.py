@@ -6,7 +6,8 @@ images, one figure per image: a row per run (preset), the input, the attention o
 class on the last block of the deepest stage at least 4x4 wide (the last stage at 224 px), as the
 paper compares Grad-CAM maps of its models (Sec. 4.4)::
 
-    python -m analysis.attention runs/van_proxy/baseline-s0 runs/van_proxy/k7-s0 --images 4
+    python -m van_ablate.analysis.attention runs/van_proxy/baseline-s0 runs/van_proxy/k7-s0 \
+        --images 4
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam import GradCAM
 from torch import nn
 
-from analysis import figures, render
+from van_ablate.analysis import figures, render
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 from van_ablate.lka import LKA
@@ -164,7 +165,7 @@ def _normalise(m: torch.Tensor) -> torch.Tensor:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m analysis.attention",
+        prog="python -m van_ablate.analysis.attention",
         description="LKA attention maps per stage and Grad-CAM, side by side across runs.",
     )
     p.add_argument("runs", nargs="+", help="run directories with checkpoints/")

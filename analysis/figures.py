@@ -20,8 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
-from analysis.collect import spec_columns
 from van_ablate import paper
+from van_ablate.analysis.collect import spec_columns
 from van_ablate.io import atomic_write
 from van_ablate.lka import LKASpec, auto_dilation
 

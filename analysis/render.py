@@ -1,9 +1,10 @@
 """Regenerated tables as Markdown, LaTeX and CSV, and a self-contained HTML page with the figures.
 
-CSV keeps the numbers of :func:`analysis.tables.build_table` as they are; Markdown, LaTeX and HTML
-show the paper's layout (Table 3 / kernel-size / LayerScale of "Visual Attention Network") with our
-columns beside the paper's. The HTML page inlines every figure as a base64 PNG and its style as
-one ``<style>`` block, so it opens the same from a mail attachment as from the report folder.
+CSV keeps the numbers of :func:`van_ablate.analysis.tables.build_table` as they are; Markdown, LaTeX
+and HTML show the paper's layout (Table 3 / kernel-size / LayerScale of "Visual Attention Network")
+with our columns beside the paper's. The HTML page inlines every figure as a base64 PNG and its
+style as one ``<style>`` block, so it opens the same from a mail attachment as from the report
+folder.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def to_latex(table: pd.DataFrame, kind: str) -> str:
 
 
 def to_csv(table: pd.DataFrame) -> str:
-    """The numeric table, one column per figure (see ``analysis.tables.TABLE_COLUMNS``)."""
+    """The numeric table, one column per figure (see ``tables.TABLE_COLUMNS``)."""
     return table.to_csv(index=False)
 
 

@@ -1,13 +1,13 @@
-"""``python -m analysis.report``: the paper's tables and our figures, regenerated from runs.
+"""``python -m van_ablate.analysis.report``: the paper's tables and our figures, from runs.
 
 One command per report, each reading run directories and/or an Optuna storage (and a W&B project
 when logged in), writing Markdown / LaTeX / CSV tables, PNG + SVG figures and one self-contained
 HTML page into ``--out``::
 
-    python -m analysis.report table3 multirun/table3_van_proxy --out reports/table3
-    python -m analysis.report kernel runs/van_proxy --format md,csv --out reports/kernel
-    python -m analysis.report pareto --storage multirun/nas_van_proxy/optuna_journal.log
-    python -m analysis.report all runs/ --storage sqlite:///studies.db --study table3
+    python -m van_ablate.analysis.report table3 multirun/table3_van_proxy --out reports/table3
+    python -m van_ablate.analysis.report kernel runs/van_proxy --format md,csv --out reports/kernel
+    python -m van_ablate.analysis.report pareto --storage multirun/nas_van_proxy/optuna_journal.log
+    python -m van_ablate.analysis.report all runs/ --storage sqlite:///studies.db --study table3
 
 Table 3, the kernel-size table and the LayerScale table are those of "Visual Attention Network"
 (Sec. 4.2-4.3); bad input prints one line and exits 2.
@@ -26,10 +26,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from analysis import figures, render
-from analysis.collect import Collection, empty, load_runs
-from analysis.studies import load_study, results_paths, trials_frame
-from analysis.tables import METRICS, TABLES, build_table
+from van_ablate.analysis import figures, render
+from van_ablate.analysis.collect import Collection, empty, load_runs
+from van_ablate.analysis.studies import load_study, results_paths, trials_frame
+from van_ablate.analysis.tables import METRICS, TABLES, build_table
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 
@@ -191,7 +191,7 @@ def _sources(data: Collection, study: optuna.Study | None) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m analysis.report",
+        prog="python -m van_ablate.analysis.report",
         description="Regenerate the paper's tables and the report figures from runs and studies.",
     )
     p.add_argument("report", choices=sorted(REPORTS), help="which report to write")
@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace) -> Report:
     data = load_runs(paths) if paths else empty()
     data.trials = trials
     if args.wandb_runs:
-        from analysis.wandb_io import collect_wandb
+        from van_ablate.analysis.wandb_io import collect_wandb
         from van_ablate.wandb_logger import DEFAULT_HOST, has_api_key
 
         host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
@@ -260,7 +260,7 @@ def _run(args: argparse.Namespace) -> Report:
         svg=not args.no_svg,
     )
     if args.wandb_project:
-        from analysis.wandb_io import upload_report
+        from van_ablate.analysis.wandb_io import upload_report
         from van_ablate.wandb_logger import resolve_mode
 
         mode = resolve_mode("auto")

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.collect import SPEC_COLUMNS, spec_columns
 from van_ablate import paper
+from van_ablate.analysis.collect import SPEC_COLUMNS, spec_columns
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.paper import PaperRow

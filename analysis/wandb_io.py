@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import RUN_COLUMNS, Collection, empty, run_row
+from van_ablate.analysis.collect import RUN_COLUMNS, Collection, empty, run_row
 
 log = logging.getLogger("analysis")
 

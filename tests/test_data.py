@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,11 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from van_ablate import builtin_data
+from van_ablate.config import CONF_PACKAGE
 from van_ablate.data import DataConfig, build_loaders
 from van_ablate.errors import ConfigError
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "data"
+CONF = resources.files(CONF_PACKAGE) / "data"
 
 
 def tiny_builtin(tmp_path: Path, **kw) -> DataConfig:

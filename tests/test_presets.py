@@ -6,15 +6,21 @@ import dataclasses
 
 import pytest
 import timm
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import van_ablate.__main__  # noqa: F401  (registers the schema and the run-name resolver)
 from van_ablate import paper
-from van_ablate.config import CONF_DIR, TrainConfig, global_batch_steps, scaled_lr, validate
+from van_ablate.config import (
+    TrainConfig,
+    global_batch_steps,
+    scaled_lr,
+    validate,
+)
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelSpec
+from van_ablate.presets import CONF_PACKAGE, preset_names
 from van_ablate.runs import presets_from_overrides
 
 # Every preset the issue names; paper.PRESETS covers all but no_sigmoid (the paper's LKA).
@@ -23,7 +29,7 @@ PRINTED = {row.preset: row for row in paper.TABLE3 + paper.KERNEL_TABLE}
 
 
 def compose_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -36,7 +42,7 @@ def resolved(spec: LKASpec) -> dict:
 
 
 def test_every_issue_preset_has_a_yaml_file():
-    names = {p.stem for p in (CONF_DIR / "ablation").glob("*.yaml")}
+    names = set(preset_names())
     assert (
         names
         == set(ROWS)

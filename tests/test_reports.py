@@ -9,13 +9,14 @@ import math
 import optuna
 import pandas as pd
 import pytest
+from conftest import TINY_RUN, read_results, run_app
+from report_inputs import make_results, make_study, write_run
 
-from analysis import render
-from analysis.collect import RUN_COLUMNS, load_runs
-from analysis.fabricate import make_results, make_study, write_run
-from analysis.studies import load_study, results_paths, trials_frame
-from analysis.tables import TABLE_COLUMNS, build_table
 from van_ablate import paper
+from van_ablate.analysis import render
+from van_ablate.analysis.collect import RUN_COLUMNS, load_runs
+from van_ablate.analysis.studies import load_study, results_paths, trials_frame
+from van_ablate.analysis.tables import TABLE_COLUMNS, build_table
 from van_ablate.errors import ConfigError
 
 # preset, seed, best top-1
@@ -238,3 +239,19 @@ def test_runs_repeating_a_seed_are_averaged_before_the_spread_over_seeds(tmp_pat
     assert k21["top1_mean"] == pytest.approx((62.0 + 70.0) / 2)
     assert (k21["n_seeds"], k21["n_runs"]) == (2, 3)
     assert render.display_frame(table)["Top-1 ours"][2] == "66.00 ± 5.66 (n=2 in 3 runs)"
+
+
+def test_report_inputs_have_the_layout_a_real_training_run_writes(tmp_path):
+    """The fixtures above stand in for training: same keys at every level, same data classes."""
+    args = [*TINY_RUN, "data=builtin", "data.num_train=32", "data.num_val=16"]
+    args += [f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_app(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    real, made = read_results(tmp_path / "run"), make_results("r", preset="baseline")
+
+    def layout(doc: dict) -> dict:
+        return {k: layout(v) if isinstance(v, dict) else None for k, v in doc.items()}
+
+    assert layout(made) == layout(real)
+    assert made["epochs"][0].keys() == real["epochs"][0].keys()
+    assert made["data"]["num_classes"] == real["data"]["num_classes"] == 4

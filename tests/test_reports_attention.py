@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from report_inputs import make_results, write_checkpoint, write_run
 
-from analysis import attention
-from analysis.fabricate import make_results, write_checkpoint, write_run
+from van_ablate import builtin_data
+from van_ablate.analysis import attention
 from van_ablate.runs import load_run_model
 
 PRESETS = ("baseline", "sigmoid", "no_pw_conv")
@@ -39,7 +40,7 @@ def test_lka_maps_are_one_normalised_map_per_stage_at_the_stage_resolution(runs)
     assert [m.shape for m in maps] == [(2, 16, 16), (2, 8, 8), (2, 4, 4), (2, 2, 2)]
     for m in maps:
         assert m.min() == pytest.approx(0.0) and m.max() == pytest.approx(1.0)
-    assert logits.shape == (2, 10)
+    assert logits.shape == (2, builtin_data.NUM_CLASSES)  # one logit per class of the run's data
 
 
 def test_grad_cam_covers_the_input_for_the_predicted_class(runs):

@@ -5,17 +5,19 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import runpy
 
 import optuna
 import pandas as pd
 import pytest
+from conftest import REPO
+from report_inputs import make_results, make_study, write_run
 
-from analysis import report
-from analysis.collect import load_runs, run_row
-from analysis.fabricate import make_results, make_study, write_run
-from analysis.studies import load_study, trials_frame
-from analysis.tables import build_table
-from analysis.wandb_io import collect_wandb, results_from_wandb, upload_report
+from van_ablate.analysis import report
+from van_ablate.analysis.collect import load_runs, run_row
+from van_ablate.analysis.studies import load_study, trials_frame
+from van_ablate.analysis.tables import build_table
+from van_ablate.analysis.wandb_io import collect_wandb, results_from_wandb, upload_report
 
 PRESETS = ["baseline", "k7", "k14", "k28", "no_dw_conv", "sigmoid", "no_layer_scale"]
 
@@ -199,10 +201,10 @@ def test_infeasible_and_pruned_trials_are_plotted_but_never_on_the_front(tmp_pat
 
 @pytest.mark.slow
 def test_benchmark_reports_100_runs_and_a_200_trial_study(tmp_path, capsys):
-    from analysis import benchmark
+    benchmark = runpy.run_path(str(REPO / "scripts" / "report_benchmark.py"))
 
-    runs, storage = benchmark.fabricate(tmp_path, n_runs=100, n_trials=200)
+    runs, storage = benchmark["fabricate"](tmp_path, n_runs=100, n_trials=200)
     assert len(list(runs.iterdir())) == 100
-    assert benchmark.time_report(runs, storage, tmp_path / "out") > 0
+    assert benchmark["time_report"](runs, storage, tmp_path / "out") > 0
     assert (tmp_path / "out" / "all.html").stat().st_size > 0
     assert len((tmp_path / "out" / "trials.csv").read_text().splitlines()) == 201

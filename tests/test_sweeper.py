@@ -67,6 +67,7 @@ hydra:
     dir: multirun/${hydra.sweeper.study_name}
   sweeper:
     study_name: toy
+    direction: maximize
     n_trials: 4
     params:
       x: choice(2, 3, 0, 1)
@@ -173,7 +174,14 @@ def test_multi_objective_study_returns_the_feasible_pareto_front(app):
 
 
 def test_failed_and_nan_jobs_are_failed_trials_and_the_sweep_goes_on(app):
-    sweep(app, "fail_when=3", "nan_when=0", "hydra.sweeper.max_failure_rate=0.5")
+    # One batch of 4 (n_jobs) with 2 failures: not more than half of the batch.
+    sweep(
+        app,
+        "fail_when=3",
+        "nan_when=0",
+        "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.n_jobs=4",
+    )
     trials = {t.params["x"]: t for t in study(app).trials}
     assert trials[2].state == trials[1].state == TrialState.COMPLETE
     assert trials[3].state == trials[0].state == TrialState.FAIL
@@ -184,7 +192,7 @@ def test_failed_and_nan_jobs_are_failed_trials_and_the_sweep_goes_on(app):
 def test_more_failures_than_max_failure_rate_stop_the_sweep(app):
     proc = sweep(app, "fail_when=3", "hydra.sweeper.max_failure_rate=0.0", ok=False)
     assert proc.returncode != 0
-    line = "hydra.sweeper.max_failure_rate=0.0: 1 of 4 trials failed, at most 0 allowed"
+    line = "hydra.sweeper.max_failure_rate=0.0: 1 of the 1 trials of a batch failed"
     assert line in proc.stderr
     trials = study(app).trials
     assert trials[-1].params == {"x": 3} and trials[-1].state == TrialState.FAIL

@@ -2,7 +2,8 @@
 
 Jobs train van_proxy for one epoch on a few dozen built-in images (32 px), so a trial takes
 seconds. The studies in ``experiments/`` are checked by composing them with Hydra at both
-scales and validating what the sweeper would run, without training.
+scales and validating what the sweeper would run, without training. The studies are found
+through the app's search path (``pkg://van_ablate.experiments``), with no ``--config-dir``.
 """
 
 from __future__ import annotations
@@ -13,22 +14,24 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import REPO, TINY_RUN, run_app
-from hydra import compose, initialize_config_dir
+from conftest import TINY_RUN, run_app
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from van_ablate.config import CONF_PACKAGE
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
 from van_ablate.sweep.sweeper import plan
 
 TINY_DATA = ["data.num_train=48", "data.num_val=24"]
-EXPERIMENTS = REPO / "experiments"
 
 
-def sweep_app(sweep_dir: Path, *args: str, ok: bool = True, flags: tuple[str, ...] = ()):
+def sweep_app(sweep_dir: Path, *args: str, ok: bool = True):
     base = ["hydra/sweeper=van_optuna", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN, *TINY_DATA]
-    proc = run_app(["-m", *flags, *base, *args], cwd=sweep_dir.parent)
+    if not any(a.startswith(("hydra.sweeper.direction=", "+study=")) for a in args):
+        base.append("hydra.sweeper.direction=maximize")  # best.val_top1 needs it set
+    proc = run_app(["-m", *base, *args], cwd=sweep_dir.parent)
     if ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -70,6 +73,7 @@ def test_a_diverging_training_job_is_a_failed_trial_and_the_sweep_completes(tmp_
         "hydra.sweeper.study_name=lr",
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.n_jobs=2",  # one batch: 1 failure of 2 is not more than half
         "train.lr=choice(1e-3,1e30)",
     )
     trials = {t.params["train.lr"]: t for t in load(sweep_dir, "lr").trials}
@@ -99,7 +103,6 @@ def test_the_nas_study_searches_lka_and_sizes_and_returns_a_pareto_front(tmp_pat
         "hydra.sweeper.n_trials=3",
         *TINY_RUN,  # the study's scale=proxy sets bigger data and more epochs
         *TINY_DATA,
-        flags=(f"--config-dir={EXPERIMENTS}",),
     )
     study = load(sweep_dir, "nas_van_proxy")
     assert len(study.trials) == 3
@@ -123,12 +126,8 @@ def compose_study():
     GlobalHydra.instance().clear()
 
     def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(
-                "config",
-                overrides=[f"hydra.searchpath=[file://{EXPERIMENTS}]", *overrides],
-                return_hydra_config=True,
-            )
+        with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=True)
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -60,10 +60,10 @@ def test_override_syntax_becomes_optuna_distributions():
     )
     d = space.distributions
     assert d["a"] == CategoricalDistribution((7, 14, 21))
-    assert d["b"] == IntDistribution(1, 3)  # range() excludes stop, as in Hydra
+    assert d["b"] == IntDistribution(1, 4)  # range() includes stop, as the official plugin
     assert d["c"] == FloatDistribution(1e-4, 1e-1, log=True)
     assert d["d"] == IntDistribution(1, 8)
-    assert d["e"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert d["e"] == FloatDistribution(0.0, 1.0, step=0.25)
     assert d["f"] == CategoricalDistribution(("[1,1,2,1]", "[2,2,4,2]"))
     assert space.fixed == {"g": "auto"}
 
@@ -71,7 +71,7 @@ def test_override_syntax_becomes_optuna_distributions():
 def test_command_line_sweeps_replace_params_of_the_same_key():
     space = parse_space({"x": "choice(1, 2)", "y": "3"}, ["x=range(0,3)", "y=choice(5,6)"])
     assert space.distributions == {
-        "x": IntDistribution(0, 2),
+        "x": IntDistribution(0, 3),
         "y": CategoricalDistribution((5, 6)),
     }
     assert space.fixed == {}
@@ -110,7 +110,7 @@ def test_a_grid_caps_n_trials_at_its_size(tmp_path):
         (dict(params={"x": "choice(1, 2"}), "hydra.sweeper.params.x", "must be a fixed value"),
         (dict(params={"x": "tag(exp, interval(1, 2))"}), "hydra.sweeper.params.x", "tag"),
         (
-            dict(params={"x": "interval(1, 2)"}, sampler={"name": "grid"}),
+            dict(params={"x": "interval(1.0, 2.0)"}, sampler={"name": "grid"}),
             "hydra.sweeper.params.x",
             "grid",
         ),

@@ -11,13 +11,13 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_RUN, read_results
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from van_ablate import checkpoint, results
 from van_ablate.__main__ import main, train_job
-from van_ablate.config import CONF_DIR
+from van_ablate.config import CONF_PACKAGE
 from van_ablate.data import DataConfig, build_loaders
 from van_ablate.errors import EXIT_DIVERGED, Diverged
 from van_ablate.results import OBJECTIVE_FIELDS
@@ -91,7 +91,7 @@ def test_a_schema_1_results_json_reads_with_its_keys_renamed(image_folder, tmp_p
     assert not results.readable({"schema_version": 99}) and not results.readable([])
 
 
-def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_folder, tmp_path):
+def test_the_best_checkpoint_rebuilds_the_model_and_its_backbone(image_folder, tmp_path):
     run_dir = tmp_path / "run"
     assert run(folder_run(image_folder, run_dir, "train.epochs=2")) == 0
     r = read_results(run_dir)
@@ -101,6 +101,16 @@ def test_the_best_checkpoint_rebuilds_a_model_with_the_reported_accuracy(image_f
     with torch.no_grad():
         hits = sum((model(x).argmax(1) == y).sum().item() for x, y in val)
     assert 100 * hits / r["data"]["num_val"] == pytest.approx(r["best"]["val_top1"])
+    # The same weights as a detection/segmentation backbone: stage outputs through timm.
+    x = next(iter(val))[0]
+    for feature_cls in ("list", "getter"):
+        backbone = load_run_model(
+            run_dir, features_only=True, out_indices=(1, 2, 3), feature_cls=feature_cls
+        )
+        with torch.no_grad():
+            want = model.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
+            for got, ref in zip(backbone(x), want, strict=True):
+                torch.testing.assert_close(got, ref)
 
 
 def test_one_epoch_on_the_builtin_data(tmp_path):
@@ -115,7 +125,7 @@ def test_one_epoch_on_the_builtin_data(tmp_path):
 def test_several_objectives_return_one_value_each(image_folder, tmp_path):
     overrides = folder_run(image_folder, tmp_path, "objective=[final.val_top1,complexity.macs]")
     overrides = [o for o in overrides if not o.startswith("hydra.")]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     values = train_job(cfg, tmp_path / "run", presets=[])
     r = read_results(tmp_path / "run")
@@ -172,7 +182,7 @@ def test_a_non_finite_loss_stops_the_run_as_diverged(image_folder, tmp_path, cap
 
 def test_in_a_multirun_job_a_divergence_is_raised_for_the_sweeper(image_folder, tmp_path):
     overrides = [o for o in folder_run(image_folder, tmp_path, *EXPLODING_LR) if "hydra." not in o]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with pytest.raises(Diverged):
         train_job(cfg, tmp_path / "run", presets=[])

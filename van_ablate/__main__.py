@@ -41,7 +41,7 @@ from omegaconf.errors import (
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
 from van_ablate import checks
-from van_ablate.config import CONF_DIR, Config, register_configs, validate
+from van_ablate.config import CONF_PACKAGE, Config, register_configs, validate
 from van_ablate.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError, Diverged, Preempted
 from van_ablate.runs import presets_from_overrides, run_name
 
@@ -61,7 +61,7 @@ _TRACEBACK_ENV = "_VAN_ABLATE_FULL_ERROR"
 warnings.filterwarnings("ignore", ".*torch.jit.script.* is deprecated", FutureWarning)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name="config")
 def task(cfg: DictConfig) -> float | list[float]:
     """Hydra's task function: one training job; returns the configured objective."""
     global _task_started

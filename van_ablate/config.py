@@ -26,7 +26,7 @@ from van_ablate.data import DataConfig
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelConfig, ModelSpec
-from van_ablate.presets import CONF_DIR as CONF_DIR  # where the entry point finds conf/
+from van_ablate.presets import CONF_PACKAGE as CONF_PACKAGE  # where the entry point finds conf/
 from van_ablate.presets import check_presets
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS

@@ -12,7 +12,7 @@ without composing a job: which presets conflict, and the LKA and LayerScale of e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -21,24 +21,26 @@ from van_ablate import checks
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 
-__all__ = ["CONF_DIR", "check_presets", "preset_model", "preset_names", "preset_settings"]
+__all__ = ["CONF_PACKAGE", "check_presets", "preset_model", "preset_names", "preset_settings"]
 
-# The app's config folder; the ablation group lives in it like every other group.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-ABLATION_DIR = CONF_DIR / "ablation"
+# conf/ is installed as this package (pyproject.toml), in an editable install and a wheel alike;
+# the ablation group lives in it like every other group.
+CONF_PACKAGE = "van_ablate.conf"
 
 
 def preset_names() -> list[str]:
     """Every preset, sorted."""
-    return sorted(p.stem for p in ABLATION_DIR.glob("*.yaml"))
+    folder = resources.files(CONF_PACKAGE) / "ablation"
+    return sorted(
+        f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")
+    )
 
 
 def preset_settings(name: str) -> dict[str, Any]:
     """The dotted keys an ablation preset sets, e.g. ``{"lka.gate": "sigmoid"}``."""
-    path = ABLATION_DIR / f"{name}.yaml"
-    if not path.is_file():
-        checks.one_of("ablation", name, preset_names())
-    return _flatten(OmegaConf.to_container(OmegaConf.load(path)))
+    checks.one_of("ablation", name, preset_names())
+    text = (resources.files(CONF_PACKAGE) / "ablation" / f"{name}.yaml").read_text()
+    return _flatten(OmegaConf.to_container(OmegaConf.create(text)))
 
 
 def preset_model(name: str) -> tuple[LKASpec, bool]:

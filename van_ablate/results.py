@@ -38,6 +38,15 @@ OBJECTIVE_FIELDS: tuple[str, ...] = (
     "complexity.flops_paper",
     "wall_time_s",
 )
+# The objectives where more is better: a sweep without a direction refuses them, since the
+# official sweeper's default direction is minimize.
+HIGHER_IS_BETTER: tuple[str, ...] = (
+    "best.val_top1",
+    "best.val_top5",
+    "final.val_top1",
+    "final.val_top5",
+    "final.images_per_sec",
+)
 _PACKAGES = ("torch", "torchvision", "timm", "hydra-core", "omegaconf", "optuna", "wandb", "numpy")
 
 
@@ -162,22 +171,23 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout this package runs from (``+dirty`` with local changes)."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(source: Path = Path(__file__)) -> str | None:
+    """The commit of the checkout that tracks ``source`` (this file), ``+dirty`` with local changes.
+
+    None outside a git checkout, and for an installed copy that only sits inside one (a wheel in
+    a virtual environment under a repository): that checkout's commit is not the code that runs.
+    """
+    folder = Path(source).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
+        tracked = git("ls-files", "--error-unmatch", "--", Path(source).name)
+        head = git("rev-parse", "HEAD")
+        if tracked.returncode != 0 or head.returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -6,6 +6,7 @@ a short hash (``no_sigmoid-s1-3fa2c1d0``). A run directory holds ``config.yaml``
 ``results.json``, ``checkpoints/{last,previous,best}.pt`` and ``wandb/``::
 
     model = load_run_model("runs/van_proxy/no_sigmoid-s1", which="best")
+    backbone = load_run_model("runs/van_proxy/no_sigmoid-s1", features_only=True)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -60,8 +62,17 @@ def run_name(overrides: Sequence[str], seed: int) -> str:
     return name
 
 
-def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
-    """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU."""
+def model_kwargs(model_args: dict[str, Any]) -> dict[str, Any]:
+    """timm.create_model keyword arguments from a checkpoint's ``model_args``."""
+    return {k: v for k, v in model_args.items() if k != "model_name" and v is not None}
+
+
+def load_run_model(run_dir: str | Path, which: str = "best", **timm_kwargs: Any) -> torch.nn.Module:
+    """The trained model of a run (``best`` or ``last`` checkpoint), in eval mode on CPU.
+
+    ``timm_kwargs`` go to ``timm.create_model`` with the trained weights, e.g.
+    ``features_only=True, out_indices=(1, 2, 3), feature_cls="getter"`` for a backbone.
+    """
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}: must be 'best' or 'last'")
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
@@ -69,6 +80,11 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> torch.nn.Module:
         raise FileNotFoundError(f"{path}: no {which} checkpoint (has the run finished an epoch?)")
     state = checkpoint.load(path)
     # Checkpoints written before ModelSpec carry ``model_args``; from_dict reads both.
-    model = ModelSpec.from_dict(state.get("model_spec") or state["model_args"]).build()
-    model.load_state_dict(state["model"])
+    spec = ModelSpec.from_dict(state.get("model_spec") or state["model_args"])
+    model = spec.build()
+    model.load_state_dict(state["model"])  # strict: the checkpoint matches the run's model
+    if timm_kwargs:
+        # timm's own route for weights into a wrapped model: loaded before features_only wraps it.
+        overlay = dict(state_dict=model.state_dict())
+        model = spec.build(pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
     return model.eval()

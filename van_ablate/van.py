@@ -9,15 +9,14 @@ Attention Network" (Guo et al. 2022, Sec. 3.3 and Table 2), so its checkpoints l
     model = timm.create_model("van_b0", lka={"kernel_size": 7}, num_classes=10)
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from van_ablate.lka import LKA, LKASpec
@@ -129,6 +128,21 @@ class Block(nn.Module):
         return x + self.drop_path(m)
 
 
+class Blocks(nn.Sequential):
+    """A stage's blocks (``block1`` ... ``block4``, keys as official), optionally checkpointed."""
+
+    def __init__(self, *blocks: Block):
+        super().__init__(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self, x)
+        for blk in self:
+            x = blk(x)
+        return x
+
+
 class OverlapPatchEmbed(nn.Module):
     """Strided conv + BatchNorm between stages (7x7/4 first, 3x3/2 after)."""
 
@@ -160,6 +174,8 @@ class VAN(nn.Module):
         super().__init__()
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool={global_pool!r}: must be 'avg' or ''")
+        if len(dims) != 4 or len(depths) != 4:
+            raise ValueError(f"dims={dims!r}, depths={depths!r}: VAN has 4 stages, give 4 of each")
         self.lka = LKASpec.from_any(lka)
         self.layer_scale = layer_scale
         self.num_classes = num_classes
@@ -177,15 +193,19 @@ class VAN(nn.Module):
                 patch_size=7 if i == 0 else 3,
                 stride=4 if i == 0 else 2,
             )
-            blocks = nn.ModuleList(
-                Block(dim, mlp_ratios[i], self.lka, layer_scale, drop_rate, dpr[cur + j])
-                for j in range(depth)
+            blocks = Blocks(
+                *(
+                    Block(dim, mlp_ratios[i], self.lka, layer_scale, drop_rate, dpr[cur + j])
+                    for j in range(depth)
+                )
             )
             cur += depth
             setattr(self, f"patch_embed{i + 1}", embed)
             setattr(self, f"block{i + 1}", blocks)
-            setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=1e-6))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"block{i + 1}"))
+            # LayerNorm over channels of NCHW (weight/bias keys as the official nn.LayerNorm).
+            setattr(self, f"norm{i + 1}", LayerNorm2d(dim, eps=1e-6))
+            # A stage's output is its norm's output: what the paper's dense-prediction heads take.
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"norm{i + 1}"))
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
@@ -201,6 +221,8 @@ class VAN(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+        for i in range(4):
+            getattr(self, f"block{i + 1}").grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -214,14 +236,67 @@ class VAN(nn.Module):
 
     def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``i`` (0-based): patch embed, blocks, channel LayerNorm; NCHW in and out."""
-        x = getattr(self, f"patch_embed{i + 1}")(x)
-        for blk in getattr(self, f"block{i + 1}"):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        # LayerNorm over channels; permute keeps NCHW (channels_last stays channels_last).
-        return getattr(self, f"norm{i + 1}")(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        # Spelled out per stage: TorchScript cannot look modules up by a computed name, and the
+        # official flat names (patch_embed1, block1, norm1, ...) must stay for its checkpoints.
+        if i == 0:
+            return self.norm1(self.block1(self.patch_embed1(x)))
+        if i == 1:
+            return self.norm2(self.block2(self.patch_embed2(x)))
+        if i == 2:
+            return self.norm3(self.block3(self.patch_embed3(x)))
+        return self.norm4(self.block4(self.patch_embed4(x)))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (after each stage's norm, as timm's PVT-v2) plus the final features.
+
+        ``indices``: the last n stages if an int, all if None, else the listed (negative from
+        the end). ``norm`` is accepted for timm's interface; every stage output is already
+        normalised, so it changes nothing.
+        """
+        assert output_fmt == "NCHW", "Output shape must be NCHW."
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        last = self.num_stages - 1
+        if stop_early and not torch.jit.is_scripting():
+            last = max_index
+        intermediates: list[torch.Tensor] = []
+        for i in range(last + 1):
+            x = self.stage(i, x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (replaced by ``nn.Identity``).
+
+        ``prune_norm`` is accepted for timm's interface: each norm belongs to its stage's output.
+        """
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        prune_end = max_index < self.num_stages - 1
+        for i in range(max_index + 1, self.num_stages):
+            for name in ("patch_embed", "block", "norm"):
+                setattr(self, f"{name}{i + 1}", nn.Identity())
+        if prune_end:
+            # The features now end at the last kept stage; a head sized for stage 4 goes too.
+            self.num_stages = max_index + 1
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.num_stages):
@@ -271,6 +346,7 @@ def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3)),
         **{**arch, **kwargs},
     )
 

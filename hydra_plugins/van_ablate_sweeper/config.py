@@ -2,10 +2,10 @@
 
 Keys and search-space syntax follow the official ``hydra-optuna-sweeper`` (``params``,
 ``direction``, ``n_trials``, ``n_jobs``, ``study_name``, ``storage``, ``sampler``,
-``max_failure_rate``, ``custom_search_space``), so its configs carry over; ``pruner``,
-``constraints`` and ``stale_after_s`` are ours. Samplers and pruners are config groups
-(``hydra/sweeper/sampler=nsgaii``, ``hydra/sweeper/pruner=median``) whose keys are the Optuna
-constructor arguments; ``+hydra.sweeper.sampler.<arg>=...`` passes any other argument.
+``max_failure_rate``, ``custom_search_space``) with its defaults and meaning, so its configs
+carry over; ``pruner``, ``constraints`` and ``stale_after_s`` are ours. Samplers and pruners are
+config groups (``hydra/sweeper/sampler=nsgaii``, ``hydra/sweeper/pruner=median``) whose keys are
+the Optuna constructor arguments; ``hydra.sweeper.sampler.<arg>=...`` sets any of them.
 """
 
 # OmegaConf reads these annotations: typing forms, no unions.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # Group options: `name` selects the Optuna class, the other keys are its arguments.
 SAMPLERS: Dict[str, Dict[str, Any]] = {
@@ -52,8 +52,9 @@ class VanOptunaSweeperConf:
     sampler: Dict[str, Any] = MISSING
     # hydra/sweeper/pruner: none | median | percentile | hyperband | successive_halving | threshold
     pruner: Dict[str, Any] = MISSING
-    # minimize | maximize, or one per objective (the app's `objective` list)
-    direction: Any = "maximize"
+    # minimize | maximize, or one per objective (the app's `objective` list). Unset: minimize,
+    # as the official plugin, but refused when an objective is better higher (accuracy).
+    direction: Any = None
     # Study name; the same name on the same storage resumes the study.
     study_name: str = "${hydra.job.name}"
     # Journal file path or SQLAlchemy URL; null: <hydra.sweep.dir>/optuna_journal.log
@@ -62,8 +63,8 @@ class VanOptunaSweeperConf:
     n_trials: int = 20
     # Trials launched together in one batch (the launcher decides how many run at once).
     n_jobs: int = 1
-    # Abort once more than this fraction of n_trials has failed.
-    max_failure_rate: float = 0.25
+    # Abort once more than this fraction of one batch (n_jobs trials) has failed, as official.
+    max_failure_rate: float = 0.0
     # Search space in override syntax: choice(...), range(...), interval(...), tag(log, ...)
     params: Optional[Dict[str, Any]] = None
     # "module.function"; function(cfg, trial) suggests more parameters (conditional spaces) and
@@ -82,9 +83,11 @@ store = ConfigStore.instance()
 store.store(
     group="hydra/sweeper", name="van_optuna", node=VanOptunaSweeperConf, provider="van_ablate"
 )
+# Open nodes (struct off): any argument of the Optuna class is set as the official plugin's
+# `hydra.sweeper.sampler.n_ei_candidates=30`, without `+`; unknown ones are refused when built.
 for _name, _args in SAMPLERS.items():
-    _node = {"name": _name, "seed": None, **_args}
+    _node = OmegaConf.create({"name": _name, "seed": None, **_args}, flags={"struct": False})
     store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="van_ablate")
 for _name, _args in PRUNERS.items():
-    _node = {"name": _name, **_args}
+    _node = OmegaConf.create({"name": _name, **_args}, flags={"struct": False})
     store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="van_ablate")

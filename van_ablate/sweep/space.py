@@ -4,10 +4,15 @@
 sweeper's syntax, parsed by Hydra's own override parser::
 
     lka.kernel_size: choice(7, 14, 21, 28)      -> CategoricalDistribution
-    model.depth: range(1, 4)                    -> IntDistribution(1, 3)   (stop excluded, as Hydra)
+    model.depth: range(1, 3)                    -> IntDistribution(1, 3)   (stop included)
+    train.drop: range(0.0, 0.5, step=0.1)       -> FloatDistribution(0.0, 0.5, step=0.1)
     train.lr: tag(log, interval(1e-4, 1e-2))    -> FloatDistribution(log=True)
     train.warmup: int(interval(0, 5))           -> IntDistribution(0, 5)
     seed: 0                                     -> fixed value, passed to every job
+
+``range`` means what the official plugin makes of it: an Optuna distribution from ``start`` to
+``stop``, both included, except that a grid walks ``start, start + step, ...`` short of ``stop``
+(Python's ``range``, the official plugin's grid).
 
 This is how the sweeper searches the LKA design space of Sec. 3.1-3.2 (K, d, branches) and the
 Table 2 sizes (depths, widths, MLP ratios).
@@ -67,6 +72,17 @@ class SearchSpace:
         """Every value of every parameter, for ``GridSampler``; continuous ones are an error."""
         return {name: grid_values(name, d, key) for name, d in self.distributions.items()}
 
+    def n_points(self, key: str = "hydra.sweeper.params") -> int:
+        """How many points a brute-force search visits; continuous parameters are an error."""
+        total = 1
+        for name, dist in self.distributions.items():
+            n = n_points(dist)
+            if n is None:
+                allowed = "brute_force needs choice(...), range(...) or int(interval(...))"
+                raise ConfigError(f"{key}.{name}", dist, allowed)
+            total *= n
+        return total
+
 
 def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ()) -> SearchSpace:
     """Build the space from ``hydra.sweeper.params`` plus command-line sweep overrides.
@@ -95,7 +111,12 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ())
 
 
 def to_distribution(override: Override, key: str) -> BaseDistribution:
-    """One sweep override as an Optuna distribution (ranges exclude ``stop``, as in Hydra)."""
+    """One sweep override as an Optuna distribution, as the official plugin builds it.
+
+    >>> from hydra.core.override_parser.overrides_parser import OverridesParser
+    >>> to_distribution(OverridesParser.create().parse_override("x=range(1, 3)"), "x")
+    IntDistribution(high=3, log=False, low=1, step=1)
+    """
     value = override.value()
     try:
         if isinstance(value, IntervalSweep):
@@ -107,12 +128,11 @@ def to_distribution(override: Override, key: str) -> BaseDistribution:
                 return IntDistribution(value.start, value.end, log=log)
             return FloatDistribution(float(value.start), float(value.end), log=log)
         if isinstance(value, RangeSweep) and not value.shuffle:
-            items = list(override.sweep_iterator())
-            if not items:
-                raise ValueError("the range is empty")
-            if all(isinstance(x, int) for x in (value.start, value.stop, value.step)):
-                return IntDistribution(items[0], items[-1], step=int(value.step))
-            return FloatDistribution(float(items[0]), float(items[-1]), step=float(value.step))
+            ends = (value.start, value.stop, value.step)
+            if any(isinstance(x, float) for x in ends):
+                step = float(value.step) if value.step else None
+                return FloatDistribution(float(value.start), float(value.stop), step=step)
+            return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
         if isinstance(value, (ChoiceSweep, RangeSweep)):
             choices = list(override.sweep_iterator(transformer=Transformer.encode))
             return CategoricalDistribution(choices)
@@ -122,17 +142,38 @@ def to_distribution(override: Override, key: str) -> BaseDistribution:
 
 
 def grid_values(name: str, dist: BaseDistribution, key: str) -> list[Any]:
-    """The finite list of values a grid or brute-force sampler walks through."""
+    """The values ``GridSampler`` walks through, as the official plugin lists them.
+
+    Stepped distributions stop short of ``high`` (so ``range(1, 3)`` is 1, 2, as Python's
+    ``range``), though random and TPE sampling may draw ``high``.
+
+    >>> grid_values("x", IntDistribution(1, 3), "p")
+    [1, 2]
+    >>> grid_values("y", FloatDistribution(0.0, 1.0, step=0.5), "p")
+    [0.0, 0.5]
+    """
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
-    if isinstance(dist, IntDistribution) and not dist.log:
-        return list(range(dist.low, dist.high + 1, dist.step))
-    if isinstance(dist, FloatDistribution) and dist.step is not None:
-        n = int(round((dist.high - dist.low) / dist.step)) + 1
+    if isinstance(dist, IntDistribution) or (
+        isinstance(dist, FloatDistribution) and dist.step is not None
+    ):
+        n = int((dist.high - dist.low) // dist.step)
         return [dist.low + i * dist.step for i in range(n)]
     raise ConfigError(
-        f"{key}.{name}", dist, "a grid needs choice(...) or range(...), not an interval"
+        f"{key}.{name}", dist, "a grid needs choice(...), range(...) or int(interval(...))"
     )
+
+
+def n_points(dist: BaseDistribution) -> int | None:
+    """How many values a brute-force search of ``dist`` visits (``high`` included); None if
+    it is continuous."""
+    if isinstance(dist, CategoricalDistribution):
+        return len(dist.choices)
+    if isinstance(dist, IntDistribution) or (
+        isinstance(dist, FloatDistribution) and dist.step is not None
+    ):
+        return int(round((dist.high - dist.low) / dist.step)) + 1
+    return None
 
 
 def suggest(trial: Trial, name: str, dist: BaseDistribution) -> Any:

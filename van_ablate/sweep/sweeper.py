@@ -167,7 +167,7 @@ class VanOptunaSweeperImpl(Sweeper):
             self.job_idx += len(returns)
             for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
                 self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret)
-            _check_failures(p, study)
+            _check_failures(p, [storage.get_trial(trial_id) for _, trial_id, _ in batch])
 
     def _configure(
         self,
@@ -269,7 +269,10 @@ def plan(
     if s.get("search_space"):
         allowed = "the pre-1.2 form of the official plugin; write the space as hydra.sweeper.params"
         raise ConfigError("hydra.sweeper.search_space", s["search_space"], allowed)
-    directions = s["direction"] if isinstance(s["direction"], list) else [s["direction"]]
+    direction = s.get("direction")
+    if direction is None:
+        direction = _default_direction(config)
+    directions = direction if isinstance(direction, list) else [direction]
     for d in directions:
         if d not in DIRECTIONS:
             allowed = f"must be one of {', '.join(DIRECTIONS)}"
@@ -296,8 +299,10 @@ def plan(
     sampler_spec = s.get("sampler") or {"name": "tpe"}
     sampler = make_sampler(sampler_spec, space, len(directions))
     n_trials = s["n_trials"]
-    if sampler_name(sampler_spec) in EXHAUSTIVE_SAMPLERS and space.distributions:
-        n_trials = min(n_trials, math.prod(len(v) for v in space.grid().values()))
+    name = sampler_name(sampler_spec)
+    if name in EXHAUSTIVE_SAMPLERS and space.distributions:
+        size = math.prod(len(v) for v in space.grid().values()) if name == "grid" else None
+        n_trials = min(n_trials, size or space.n_points())
     pruner_spec = s.get("pruner") or {"name": "none"}
     make_pruner(pruner_spec)  # validated here, rebuilt by every job from the study
     if not s.get("study_name"):
@@ -397,17 +402,36 @@ def _tell_twin(
         _tell(twin, int(number), values if state == TrialState.COMPLETE else None, state)
 
 
-def _check_failures(p: Plan, study: optuna.Study) -> None:
-    failed = [t for t in co.counted(study.get_trials(deepcopy=False)) if t.state == TrialState.FAIL]
-    allowed = math.floor(p.max_failure_rate * p.n_trials + 1e-9)
-    if len(failed) > allowed:
+def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
+    """Stop when more than ``max_failure_rate`` of one batch failed (the official rule)."""
+    failed = [t for t in batch if t.state == TrialState.FAIL]
+    if len(failed) > p.max_failure_rate * len(batch):
         last = failed[-1]
         raise SweepAborted(
             "hydra.sweeper.max_failure_rate",
             p.max_failure_rate,
-            f"{len(failed)} of {p.n_trials} trials failed, at most {allowed} allowed; sweep "
-            f"stopped; last, #{last.number}: {last.user_attrs.get(co.REASON, 'unknown')}",
+            f"{len(failed)} of the {len(batch)} trials of a batch failed (more than this "
+            f"fraction of a batch of n_jobs); sweep stopped; last, #{last.number}: "
+            f"{co.reason(last)}",
         )
+
+
+def _default_direction(config: DictConfig) -> str | list[str]:
+    """``minimize``, the official default, unless the app's objective is better higher."""
+    names = OmegaConf.select(config, "objective")
+    if names is None:
+        return "minimize"
+    from van_ablate.results import HIGHER_IS_BETTER
+
+    names = [str(n) for n in (names if not isinstance(names, str) else [names])]
+    higher = [n for n in names if n in HIGHER_IS_BETTER]
+    if higher:
+        allowed = (
+            f"must be set: the objective {higher[0]} is better higher and the official default, "
+            f"minimize, would minimise it; give one of minimize, maximize per objective {names}"
+        )
+        raise ConfigError("hydra.sweeper.direction", None, allowed)
+    return "minimize" if len(names) == 1 else ["minimize"] * len(names)
 
 
 def _objectives(config: DictConfig, n_directions: int) -> list[str]:

@@ -1,10 +1,10 @@
-"""How long ``python -m analysis.report all`` takes on 100 run directories and a 200-trial study.
+"""How long ``python -m van_ablate.analysis.report all`` takes on 100 runs and a 200-trial study.
 
-Fabricates the inputs (:mod:`analysis.fabricate`: every Table 3, kernel-size and LayerScale preset
-over seeds, and a two-objective study), then times the report command as a user runs it, in a
-fresh process, import time included::
+Makes the inputs with the report tests' fixtures (``tests/report_inputs.py``: every Table 3,
+kernel-size and LayerScale preset over seeds, and a two-objective study), then times the report
+command as a user runs it, in a fresh process, import time included. From the repository root::
 
-    python -m analysis.benchmark --runs 100 --trials 200
+    .venv/bin/python scripts/report_benchmark.py --runs 100 --trials 200
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.fabricate import make_results, make_study, write_run
 from van_ablate.paper import PRESETS
+
+# The inputs are the report tests' fixtures, which live with the tests (they are not shipped).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from report_inputs import make_results, make_study, write_run  # noqa: E402
 
 
 def fabricate(root: Path, n_runs: int, n_trials: int, seed: int = 0) -> tuple[Path, str]:
@@ -41,8 +44,8 @@ def fabricate(root: Path, n_runs: int, n_trials: int, seed: int = 0) -> tuple[Pa
 
 def time_report(runs: Path, storage: str, out: Path) -> float:
     """Seconds of wall time for the report command in a fresh Python process."""
-    cmd = [sys.executable, "-m", "analysis.report", "all", str(runs), "--storage", storage,
-           "--study", "bench", "--out", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "van_ablate.analysis.report", "all", str(runs),
+           "--storage", storage, "--study", "bench", "--out", str(out)]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -51,13 +54,13 @@ def time_report(runs: Path, storage: str, out: Path) -> float:
 def time_import() -> float:
     """Seconds a fresh process needs just to import the report command (torch, timm, optuna)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import analysis.report"], check=True)
+    subprocess.run([sys.executable, "-c", "import van_ablate.analysis.report"], check=True)
     return time.perf_counter() - start
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Fabricate, time the report (median of ``--repeats``), print the figures."""
-    p = argparse.ArgumentParser(prog="python -m analysis.benchmark", description=__doc__)
+    p = argparse.ArgumentParser(prog="scripts/report_benchmark.py", description=__doc__)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)

@@ -1,13 +1,16 @@
-"""Small, schema-valid report inputs made on the spot: run directories and an Optuna study.
+"""Report inputs made on the spot: run directories and an Optuna study, for the report tests.
 
-For the report tests and the report benchmark only: the runs are never trained, but every file
-has the exact layout of contract (3) (results.json schema 1, checkpoint dict) and the complexity
-figures are the real ones of :meth:`van_ablate.model_spec.ModelSpec.cost`, so what a report
-shows from them is what it would show from real runs.
+The runs are never trained, but each ``results.json`` is written by the writer training uses
+(:func:`van_ablate.results.document`, then :func:`van_ablate.io.atomic_write_json`), its ``config``
+has every key of the job's schema (:class:`van_ablate.config.Config`), its ``data`` is what the
+built-in data's loaders report (4 classes), and its complexity figures are the real ones of
+:meth:`van_ablate.model_spec.ModelSpec.cost`: what a report shows from them is what it would
+show from real runs. ``scripts/report_benchmark.py`` times the reports on the same inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Sequence
@@ -15,15 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import timm
+import torch
+from omegaconf import OmegaConf
 
+from van_ablate import builtin_data, results
+from van_ablate.config import Config
+from van_ablate.data import DataConfig, DataInfo
 from van_ablate.io import atomic_torch_save, atomic_write_json
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelSpec
 from van_ablate.paper import PRESETS
-from van_ablate.results import SCHEMA_VERSION, summarize_epochs
+from van_ablate.runs import model_kwargs
 from van_ablate.sweep.coordinator import SWEEP
 
-DATA = {"name": "builtin", "num_classes": 10, "img_size": 64}
+IMAGES_PER_EPOCH = 4000  # the built-in data's default training split
 
 
 @functools.cache
@@ -40,18 +49,63 @@ def make_results(
     model: str = "van_proxy",
     epochs: int = 3,
     status: str = "completed",
-    trial: dict[str, Any] | None = None,
+    trial: tuple[str, int] | None = None,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A results.json dict (contract (3)) for ``preset`` whose best and final top-1 is ``top1``.
+    """A results.json document for ``preset`` whose best and final top-1 is ``top1``.
+
+    ``data`` overrides keys of the ``data`` config group (the built-in data by default).
 
     >>> make_results("r0", preset="k7", seed=1, top1=61.5)["lka"]["kernel_size"]
     7
     """
     spec, layer_scale = PRESETS[preset]["lka"], PRESETS[preset]["layer_scale"]
-    data = {**DATA, **(data or {})}
-    complexity = _complexity(model, spec, layer_scale, data["img_size"], data["num_classes"])
-    curve = [
+    data_cfg = DataConfig(**(data or {}))
+    info = DataInfo(
+        data_cfg.name,
+        data_cfg.num_classes or builtin_data.NUM_CLASSES,
+        data_cfg.img_size,
+        data_cfg.num_train,
+        data_cfg.num_val,
+    )
+    config = OmegaConf.to_container(OmegaConf.structured(Config))
+    config["model"].update(name=model, layer_scale=layer_scale)
+    config.update(lka=dataclasses.asdict(spec), seed=seed, data=dataclasses.asdict(data_cfg))
+    batch = config["train"]["batch_size"]
+    return results.document(
+        run_id=run_id,
+        run_name=f"{preset}-s{seed}",
+        status=status,
+        reason=None if status == "completed" else f"made-up {status} run",
+        model=model,
+        presets=[preset],
+        lka=spec,
+        layer_scale=layer_scale,
+        data=dataclasses.asdict(info),
+        seed=seed,
+        complexity=dict(_complexity(model, spec, layer_scale, info.img_size, info.num_classes)),
+        setup={
+            "device": "cpu",
+            "world_size": 1,
+            "global_batch": batch,
+            "accum_steps": 1,
+            "lr": config["train"]["lr"],
+            "epochs": epochs,
+            "updates_per_epoch": IMAGES_PER_EPOCH // batch,
+        },
+        epochs=_curve(top1, epochs),
+        objective=["best.val_top1"],
+        diverged=None,
+        trial=trial,
+        wall_time_s=5.0 * epochs,
+        git_commit=None,
+        config=config,
+    )
+
+
+def _curve(top1: float, epochs: int) -> list[dict[str, Any]]:
+    """Per-epoch records rising linearly to ``top1`` at the last epoch."""
+    return [
         {
             "epoch": e,
             "train_loss": 2.3 - 1.5 * e / epochs,
@@ -64,62 +118,34 @@ def make_results(
         }
         for e in range(1, epochs + 1)
     ]
-    best, final = summarize_epochs(curve)
-    config = {"model": {"name": model}, "lka": spec.to_dict(), "seed": seed, "data": data}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "status": status,
-        "reason": None if status == "completed" else f"fabricated {status} run",
-        "model": model,
-        "presets": [preset],
-        "lka": spec.to_dict(),
-        "layer_scale": layer_scale,
-        "data": data,
-        "seed": seed,
-        "complexity": dict(complexity),
-        "epochs": curve,
-        "best": best,
-        "final": final,
-        "objective": {"names": ["best.val_top1"], "values": [top1]},
-        "diverged": None,
-        "trial": trial,
-        "wall_time_s": 5.0 * epochs,
-        "git_commit": None,
-        "versions": {"torch": "fabricated"},
-        "config": config,
-    }
 
 
-def write_run(root: str | Path, results: dict[str, Any]) -> Path:
-    """Write ``results`` as ``root/<run_id>/results.json``; returns the run directory."""
-    run_dir = Path(root) / results["run_id"]
-    atomic_write_json(run_dir / "results.json", results)
+def write_run(root: str | Path, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` as ``root/<run_id>/results.json``, as training does; returns the run dir."""
+    run_dir = Path(root) / doc["run_id"]
+    atomic_write_json(run_dir / "results.json", doc)
     return run_dir
 
 
 def write_checkpoint(run_dir: str | Path, *, seed: int = 0, which: str = "last") -> Path:
-    """A contract (3) checkpoint of a freshly initialised model for the run in ``run_dir``."""
-    import timm
-    import torch
-
-    results = json.loads((Path(run_dir) / "results.json").read_text())
+    """A checkpoint of a freshly initialised model for the run in ``run_dir``."""
+    doc = json.loads((Path(run_dir) / "results.json").read_text())
     torch.manual_seed(seed)
     model_args = {
-        "model_name": results["model"],
-        "lka": {k: v for k, v in results["lka"].items() if k != "resolved_dilation"},
-        "layer_scale": results["layer_scale"],
-        "num_classes": results["data"]["num_classes"],
+        "model_name": doc["model"],
+        "lka": {k: v for k, v in doc["lka"].items() if k != "resolved_dilation"},
+        "layer_scale": doc["layer_scale"],
+        "num_classes": doc["data"]["num_classes"],
     }
-    model = timm.create_model(**model_args)
+    model = timm.create_model(model_args["model_name"], **model_kwargs(model_args))
     ckpt = {
         "model": model.state_dict(),
         "optimizer": None,
         "scheduler": None,
         "ema": None,
-        "epoch": len(results["epochs"]),
-        "step": 10 * len(results["epochs"]),
-        "config": results["config"],
+        "epoch": len(doc["epochs"]),
+        "step": 10 * len(doc["epochs"]),
+        "config": doc["config"],
         "rng": None,
         "model_args": model_args,  # what van_ablate.runs.load_run_model rebuilds the model from
     }

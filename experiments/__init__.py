@@ -1,0 +1,1 @@
+"""The ready Optuna studies (``+study=...``); installed as ``van_ablate.experiments``."""
