@@ -79,3 +79,33 @@ def run_app(
 
 def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on a loopback port for the whole session (started on first use)."""
+    from services import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres, request) -> str:
+    """A fresh, empty database on the session's server: ``postgresql://...``."""
+    return postgres.new_database(request.node.name.lower()[:60].replace("[", "_").strip("]"))
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A one-node SLURM cluster on this machine for the whole session (started on first use)."""
+    from services import slurm_cluster, slurm_missing
+
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(missing)
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

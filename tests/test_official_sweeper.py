@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.van_ablate_sweeper._impl import plan
 from van_ablate.errors import ConfigError
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
+from van_ablate.sweep.sweeper import plan
 
 SPHERE = """
 import hydra

@@ -74,11 +74,16 @@ hydra:
 """
 
 
+def write_app(root: Path) -> Path:
+    """The toy app and its config in ``root``."""
+    (root / "app.py").write_text(textwrap.dedent(APP))
+    (root / "config.yaml").write_text(CONFIG)
+    return root
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    return tmp_path
+    return write_app(tmp_path)
 
 
 def sweep(app: Path, *overrides: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -288,3 +293,32 @@ def test_the_sweep_summary_goes_to_wandb_in_the_study_group(tmp_path, monkeypatc
     data = record.read_bytes()
     for logged in (b"demo-summary", b"counts/complete", b"sweep", b"best.val_top1"):
         assert logged in data, logged
+
+
+def test_a_study_with_no_feasible_trial_says_which_constraint_broke_and_by_how_much(
+    tmp_path, monkeypatch, caplog
+):
+    from van_ablate.sweep.summary import log_to_wandb, report, summarize
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    demo = optuna.create_study(study_name="nas", directions=["maximize", "minimize"])
+    for macs in (3.0e9, 1.5e9):
+        trial = demo.ask()
+        trial.set_constraint("complexity.macs <= 1e+09", macs - 1.0e9)
+        demo.tell(trial, [0.5, macs])
+    result = summarize(demo, ["best.val_top1", "complexity.macs"], 2, "memory")
+    assert result["solutions"] == []
+    assert result["no_feasible_trial"] == {
+        "finished": 2,
+        "broken": {"complexity.macs <= 1e+09": {"trials": 2, "least_excess": 0.5e9}},
+    }
+    with caplog.at_level("INFO"):
+        report(result)
+    assert (
+        "No feasible trial: all 2 finished trials broke a constraint: complexity.macs <= 1e+09 "
+        "broken by 2 (closest missed by 5e+08)" in caplog.text
+    )
+    assert "Pareto front" not in caplog.text
+    logger = OmegaConf.create({"project": "p", "entity": None, "mode": "offline"})
+    log_to_wandb(result, logger, tmp_path)  # used to raise KeyError: 'best_trial'

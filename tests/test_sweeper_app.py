@@ -20,9 +20,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.van_ablate_sweeper._impl import plan
 from van_ablate.config import CONF_PACKAGE
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
+from van_ablate.sweep.sweeper import plan
 
 TINY_DATA = ["data.num_train=48", "data.num_val=24"]
 

@@ -14,11 +14,11 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hydra_plugins.van_ablate_sweeper import config as sweeper_config
-from hydra_plugins.van_ablate_sweeper._impl import open_study, plan
 from van_ablate.errors import ConfigError
 from van_ablate.sweep.factories import PRUNERS, SAMPLERS, make_pruner
 from van_ablate.sweep.space import parse_space
 from van_ablate.sweep.storage import open_storage
+from van_ablate.sweep.sweeper import open_study, plan
 
 APP_CONFIG = OmegaConf.create({"objective": ["best.val_top1"]})
 

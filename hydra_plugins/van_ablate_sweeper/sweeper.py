@@ -1,7 +1,7 @@
-"""The Sweeper class Hydra discovers; the work is in ``_impl`` (imported only when used).
+"""The Sweeper class Hydra discovers: a shim over :mod:`van_ablate.sweep.sweeper`.
 
-Hydra imports every public module of ``hydra_plugins`` at each start (and skips ``_``-prefixed
-ones), so this module stays light and Optuna is loaded only when a sweep runs.
+Hydra imports every public module of ``hydra_plugins`` at each start, so this module stays
+light: Optuna and the sweep logic are imported only when a sweep runs.
 """
 
 from typing import Any
@@ -15,7 +15,7 @@ class VanOptunaSweeper(Sweeper):
     """Optuna 5 ask/tell over Hydra jobs; settings in :class:`config.VanOptunaSweeperConf`."""
 
     def __init__(self, **settings: Any) -> None:
-        from ._impl import VanOptunaSweeperImpl
+        from van_ablate.sweep.sweeper import VanOptunaSweeperImpl
 
         self.sweeper = VanOptunaSweeperImpl(**settings)
 

@@ -17,20 +17,32 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from van_ablate.sweep.storage import Worker, is_alive
+from van_ablate.sweep.storage import Worker, has_trial_heartbeats, is_alive, optuna_experimental
 
 SWEEP = "van_ablate.sweep"  # study system attr: search space, directions, pruner, ...
 OWNER = "van_ablate.worker"  # system attr: the sweep process that runs the trial
 PRUNED_AT = "van_ablate.pruned_at_epoch"  # system attr: set by the job when its pruner stops it
 PRUNING_TRIAL = "van_ablate.pruning_trial"  # system attr: its twin in the pruning study
+JOINED = "van_ablate.processes_joined"  # study system attr: sweep processes started on it
 SUPERSEDED = "van_ablate.superseded"  # system attr: failed as stale, its retry counts instead
 REASON = "reason"  # user attr: why a trial failed (or why it was retried)
+STALE = "failed by Optuna's heartbeat check"
 RETRIED_FROM = "failed_trial"  # system attr set by Optuna's retry callbacks, kept the same here
 
 
 def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that count towards ``n_trials``: all but the stale ones that were retried."""
-    return [t for t in trials if not t.system_attrs.get(SUPERSEDED)]
+    """The trials that count towards ``n_trials``: all but the stale ones that were retried.
+
+    A retry lists the trials it replaces in ``retry_history`` (Optuna's
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` and :func:`fail_stale` alike).
+    """
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [t for t in trials if not t.system_attrs.get(SUPERSEDED) and t.number not in replaced]
+
+
+def reason(trial: FrozenTrial) -> str:
+    """Why a trial failed; Optuna's stale-trial check fails a trial without a word."""
+    return trial.user_attrs.get(REASON, f"stale: no heartbeat from its sweep process ({STALE})")
 
 
 def root_number(trial: FrozenTrial) -> int:
@@ -46,6 +58,17 @@ def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return out
 
 
+def join(storage: BaseStorage, study_id: int) -> int:
+    """Count this process in: the number of sweep processes that joined the study before it.
+
+    Call it while holding the study lock: 0 for the first process ever on a study, then 1, 2, ...
+    for processes started beside it and for every later resumption.
+    """
+    joined = int(storage.get_study_system_attrs(study_id).get(JOINED, 0))
+    storage.set_study_system_attr(study_id, JOINED, joined + 1)
+    return joined
+
+
 def fail_stale(
     study: optuna.Study,
     storage: BaseStorage,
@@ -56,7 +79,15 @@ def fail_stale(
     """Fail RUNNING trials whose sweep process is gone; re-enqueue each one's parameters once.
 
     Call it while holding :func:`~van_ablate.sweep.storage.study_lock`. Returns the failed trials.
+    An SQL storage with heartbeats does this itself (:func:`optuna.storages.fail_stale_trials`);
+    a journal has none, so the owner's liveness is checked here.
     """
+    if has_trial_heartbeats(storage):
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        with optuna_experimental():
+            optuna.storages.fail_stale_trials(study)
+        now = {t.number: t for t in study.get_trials(deepcopy=False)}
+        return [now[t.number] for t in running if now[t.number].state == TrialState.FAIL]
     attrs = storage.get_study_system_attrs(study_id)
     stale = [
         t
@@ -64,12 +95,13 @@ def fail_stale(
         if not is_alive(Worker.from_dict(t.system_attrs.get(OWNER)), attrs, stale_after_s)
     ]
     for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         owner = t.system_attrs.get(OWNER) or {}
         again = retry and RETRIED_FROM not in t.system_attrs
         reason = f"stale: sweep process {owner.get('host')}:{owner.get('pid')} stopped while it ran"
-        storage.set_trial_user_attr(t._trial_id, REASON, reason + ("; retried" if again else ""))
+        storage.set_trial_user_attr(trial_id, REASON, reason + ("; retried" if again else ""))
         if again:
-            storage.set_trial_system_attr(t._trial_id, SUPERSEDED, True)
+            storage.set_trial_system_attr(trial_id, SUPERSEDED, True)
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         if again:
             study.add_trial(_retry_of(t))
@@ -104,6 +136,9 @@ def take_trial(
     waiting = any(t.state == TrialState.WAITING for t in trials)
     if not waiting and len(counted(trials)) >= n_trials:
         return None
-    trial = study.ask()
-    storage.set_trial_system_attr(trial._trial_id, OWNER, worker.to_dict())
+    with optuna_experimental():
+        trial = study.ask()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_system_attr(trial_id, OWNER, worker.to_dict())
     return trial

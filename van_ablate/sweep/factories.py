@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
@@ -75,6 +76,22 @@ def make_sampler(
     if name == "grid":
         kwargs["search_space"] = space.grid()
     return _construct(SAMPLERS[name], kwargs, f"{key}.sampler")
+
+
+def worker_seed(seed: int | None, joined: int) -> int | None:
+    """The sampler seed of the sweep process that joined a study after ``joined`` others.
+
+    The first process on a study uses ``seed`` itself, so one uninterrupted sweep is
+    reproducible; every other process (run beside it, or resuming it) gets its own seed derived
+    from both numbers, so it never re-asks the points another process already asked. None (an
+    unseeded sampler) stays None.
+
+    >>> worker_seed(0, 0), worker_seed(0, 1) != worker_seed(0, 2), worker_seed(None, 3)
+    (0, True, None)
+    """
+    if seed is None or joined == 0:
+        return seed
+    return int(np.random.SeedSequence([int(seed), joined]).generate_state(1)[0])
 
 
 def make_pruner(spec: Mapping[str, Any], key: str = "hydra.sweeper.pruner") -> BasePruner:

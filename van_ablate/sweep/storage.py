@@ -2,39 +2,58 @@
 
 A storage is a journal file (the default, one per sweep directory; ``optuna-dashboard FILE``
 opens it) or an SQLAlchemy URL (``postgresql://...`` for many machines). Sweep processes
-coordinate through the storage only: :class:`StudyLock` is a short critical section built from
-Optuna's atomic study creation, and :class:`Worker` says which process owns a trial and whether
-that process is still alive (same host: its pid; other hosts: a heartbeat in the study).
+coordinate through the storage only: :func:`study_lock` is a short critical section built from
+Optuna's atomic study creation, and :class:`Worker` says which process owns a trial. Whether that
+process is still alive: on an SQL storage, Optuna's per-trial heartbeat; on a journal, which has
+none, the owner's pid (same host) and a heartbeat the process writes into the study.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import math
 import os
+import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optuna.exceptions import DuplicatedStudyError
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from van_ablate.errors import ConfigError
 
 JOURNAL_NAME = "optuna_journal.log"
 HEARTBEAT_KEY = "van_ablate.heartbeat."
 _STORAGE_MODULES = ("journal._storage", "_rdb.storage", "_in_memory")
+_CREATE_ATTEMPTS = 8
 
 
-def open_storage(storage: str, key: str = "hydra.sweeper.storage") -> BaseStorage:
+def open_storage(
+    storage: str, key: str = "hydra.sweeper.storage", stale_after_s: float | None = None
+) -> BaseStorage:
     """A journal file path or an SQLAlchemy URL as an Optuna storage; bad ones fail in one line.
+
+    With ``stale_after_s``, an SQL storage records a heartbeat per running trial (Optuna's own
+    mechanism): a trial without one for ``stale_after_s`` is failed by the next sweep process
+    that looks, and retried once (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`).
 
     >>> open_storage("sweep/optuna_journal.log")  # doctest: +SKIP
     <optuna.storages.journal._storage.JournalStorage object at ...>
@@ -42,13 +61,60 @@ def open_storage(storage: str, key: str = "hydra.sweeper.storage") -> BaseStorag
     allowed = "must be a journal file path or an SQLAlchemy URL (sqlite:///x.db, postgresql://...)"
     try:
         if "://" in storage:
-            return RDBStorage(storage)
+            return _open_rdb(storage, stale_after_s)
         path = Path(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as e:  # SQLAlchemy and OS errors alike: the URL cannot be opened
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(key, storage, f"{allowed}; opening it failed: {reason}") from e
+
+
+def sqlalchemy_url(storage: str) -> str:
+    """``postgresql://`` means psycopg (the ``postgres`` extra) unless psycopg2 is installed.
+
+    >>> sqlalchemy_url("sqlite:///x.db")
+    'sqlite:///x.db'
+    """
+    url = make_url(storage)
+    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        if importlib.util.find_spec("psycopg") is not None:
+            url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _open_rdb(storage: str, stale_after_s: float | None) -> RDBStorage:
+    heartbeat: dict[str, Any] = {}
+    if stale_after_s is not None:
+        grace = max(2, math.ceil(stale_after_s))
+        with optuna_experimental():
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True)
+        heartbeat = dict(
+            heartbeat_interval=max(1, grace // 4),
+            grace_period=grace,
+            heartbeat_stale_trial_callback=retry,
+        )
+    url = sqlalchemy_url(storage)
+    # Processes opening a fresh database together race to create Optuna's tables (PostgreSQL
+    # raises UniqueViolation / DuplicateTable); Optuna has no lock for it, so the loser retries
+    # and finds the tables made.
+    with optuna_experimental():
+        for _ in range(_CREATE_ATTEMPTS - 1):
+            try:
+                return RDBStorage(url, **heartbeat)
+            except (IntegrityError, ProgrammingError):
+                time.sleep(random.uniform(0.05, 0.5))
+        return RDBStorage(url, **heartbeat)
+
+
+@contextlib.contextmanager
+def optuna_experimental() -> Iterator[None]:
+    """Optuna's heartbeat API is marked experimental (and "meant for optimize()", which a sweep
+    that launches jobs cannot use); its warnings would print on every start and trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -102,19 +168,38 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-class Heartbeat:
-    """Writes ``worker``'s time into the study every ``interval_s`` until closed."""
+def has_trial_heartbeats(storage: BaseStorage) -> bool:
+    """Whether ``storage`` keeps Optuna's per-trial heartbeats (an SQL storage opened with them)."""
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
-    def __init__(self, storage: BaseStorage, study_id: int, worker: Worker, interval_s: float):
-        self._storage, self._study_id = storage, study_id
-        self._key, self._interval = HEARTBEAT_KEY + worker.id, interval_s
+
+class Heartbeat:
+    """Calls ``beat`` now and then every ``interval_s`` until closed."""
+
+    def __init__(self, beat: Callable[[], None], interval_s: float):
+        self._beat, self._interval = beat, interval_s
         self._stop = threading.Event()
         self._beat()
         self._thread = threading.Thread(target=self._run, name="sweeper-heartbeat", daemon=True)
         self._thread.start()
 
-    def _beat(self) -> None:
-        self._storage.set_study_system_attr(self._study_id, self._key, time.time())
+    @classmethod
+    def of_worker(
+        cls, storage: BaseStorage, study_id: int, worker: Worker, interval_s: float
+    ) -> Heartbeat:
+        """``worker``'s time in the study: how a journal storage tells a live process."""
+        key = HEARTBEAT_KEY + worker.id
+        return cls(lambda: storage.set_study_system_attr(study_id, key, time.time()), interval_s)
+
+    @classmethod
+    def of_trials(cls, storage: RDBStorage, trial_ids: Sequence[int]) -> Heartbeat:
+        """Optuna's heartbeat of each of ``trial_ids`` at the storage's own interval."""
+
+        def beat() -> None:
+            for trial_id in trial_ids:
+                storage.record_heartbeat(trial_id)
+
+        return cls(beat, float(storage.get_heartbeat_interval() or 1))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

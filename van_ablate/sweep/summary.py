@@ -17,7 +17,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from van_ablate.io import atomic_write_text
-from van_ablate.sweep.coordinator import REASON, counted, state_counts
+from van_ablate.sweep.coordinator import counted, reason, state_counts
 
 RESULTS_NAME = "optimization_results.yaml"
 log = logging.getLogger(__name__)
@@ -50,15 +50,47 @@ def summarize(
     else:
         front = sorted(study.best_trials, key=lambda t: t.values)
         out["solutions"] = [{**_brief(t), "values": t.values} for t in front]
+    feasible = out.get("solutions") if "solutions" in out else out["best_trial"]
+    if not feasible:
+        out["no_feasible_trial"] = infeasibility(mine)
     out["failures"] = [
-        {**_brief(t), "reason": t.user_attrs.get(REASON, "unknown")}
-        for t in mine
-        if t.state == TrialState.FAIL
+        {**_brief(t), "reason": reason(t)} for t in mine if t.state == TrialState.FAIL
     ]
     out["pruned"] = [
         {"number": t.number, "epochs": _epochs(t)} for t in mine if t.state == TrialState.PRUNED
     ]
     return out
+
+
+def infeasibility(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Why no trial is a result: how many finished, and which constraint each broke by how much.
+
+    ``{"finished": n, "broken": {"complexity.macs <= 1e+09": {"trials": n, "least_excess": x}}}``
+    (an excess is Optuna's constraint value, > 0 when broken).
+    """
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    broken: dict[str, dict[str, Any]] = {}
+    for t in done:
+        for name, excess in (t.constraints or {}).items():
+            if excess > 0:
+                entry = broken.setdefault(name, {"trials": 0, "least_excess": excess})
+                entry["trials"] += 1
+                entry["least_excess"] = min(entry["least_excess"], excess)
+    return {"finished": len(done), "broken": broken}
+
+
+def _explain(why: dict[str, Any]) -> str:
+    if why["finished"] == 0:
+        return "No trial finished, so there is no result."
+    if not why["broken"]:
+        return f"No feasible trial among {why['finished']} finished (none completed)."
+    parts = [
+        f"{name} broken by {b['trials']} (closest missed by {b['least_excess']:.4g})"
+        for name, b in why["broken"].items()
+    ]
+    return f"No feasible trial: all {why['finished']} finished trials broke a constraint: " + (
+        "; ".join(parts)
+    )
 
 
 def _brief(t: FrozenTrial) -> dict[str, Any]:
@@ -93,15 +125,15 @@ def report(summary: dict[str, Any]) -> None:
         f"{c['fail']} failed ({c['retried']} stale trials retried) of {summary['n_trials']}; "
         f"{summary['epochs_run']} epochs run"
     )
-    if "solutions" in summary:
+    if "no_feasible_trial" in summary:
+        log.warning(_explain(summary["no_feasible_trial"]))
+    elif "solutions" in summary:
         log.info(f"Pareto front ({len(summary['solutions'])} trials):")
         for s in summary["solutions"]:
             log.info(f"    #{s['number']} values {s['values']} params {s['params']}")
     elif summary["best_trial"] is not None:
         log.info(f"Best value: {summary['best_value']} (trial #{summary['best_trial']['number']})")
         log.info(f"Best parameters: {summary['best_params']}")
-    else:
-        log.info("No trial completed.")
     for f in summary["failures"]:
         log.info(f"    failed #{f['number']}: {f['reason']}")
 
@@ -125,7 +157,10 @@ def log_to_wandb(summary: dict[str, Any], logger_cfg: Any, sweep_dir: Path) -> N
     )
     run.summary.update({f"counts/{k}": v for k, v in summary["counts"].items()})
     run.summary["epochs_run"] = summary["epochs_run"]
-    rows = summary.get("solutions") or ([summary["best_trial"]] if summary["best_trial"] else [])
+    if "no_feasible_trial" in summary:
+        run.summary["no_feasible_trial"] = _explain(summary["no_feasible_trial"])
+    best = summary.get("best_trial")
+    rows = summary["solutions"] if "solutions" in summary else ([best] if best else [])
     names = summary["objectives"]
     table = wandb.Table(columns=["number", *names, "params"])
     for r in rows:

@@ -24,18 +24,25 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from van_ablate.errors import ConfigError
 from van_ablate.sweep import coordinator as co
 from van_ablate.sweep import summary as summ
-from van_ablate.sweep.factories import EXHAUSTIVE_SAMPLERS, make_pruner, make_sampler, sampler_name
+from van_ablate.sweep.factories import (
+    EXHAUSTIVE_SAMPLERS,
+    make_pruner,
+    make_sampler,
+    sampler_name,
+    worker_seed,
+)
 from van_ablate.sweep.outcome import Constraint, constraint_values, one_line, read_outcome
 from van_ablate.sweep.space import CustomSpace, SearchSpace, job_overrides, parse_space, quote
 from van_ablate.sweep.storage import (
     JOURNAL_NAME,
     Heartbeat,
     Worker,
+    has_trial_heartbeats,
     open_storage,
     quiet_study_creation,
     study_lock,
@@ -61,6 +68,7 @@ class Plan:
     space: SearchSpace
     custom: CustomSpace | None
     sampler: optuna.samplers.BaseSampler
+    sampler_spec: dict[str, Any]
     pruner_spec: dict[str, Any]
     n_trials: int
     n_jobs: int
@@ -94,19 +102,28 @@ class VanOptunaSweeperImpl(Sweeper):
         assert self.config is not None
         p = plan(self.settings, self.config, arguments, self.sweep_dir)
         self._preflight(p)
-        storage = open_storage(p.storage_url)
+        storage = open_storage(p.storage_url, stale_after_s=p.stale_after_s)
         study, study_id = open_study(p, storage)
         worker = Worker()
+        with study_lock(storage, p.study_name, worker, stale_after_s=p.stale_after_s):
+            joined = co.join(storage, study_id)
+        seed = worker_seed(p.sampler_spec.get("seed"), joined)
+        if seed is not None:
+            spec = {**p.sampler_spec, "seed": seed}
+            study.sampler = make_sampler(spec, p.space, len(p.directions))
         log.info(
             f"Study {p.study_name} in {p.storage_url}: {p.n_trials} trials, "
-            f"{type(p.sampler).__name__}, pruner {p.pruner_spec.get('name')}, "
-            f"directions {p.directions} for {p.objectives}"
+            f"{type(study.sampler).__name__} (seed {seed}, process {joined} on this study), "
+            f"pruner {p.pruner_spec.get('name')}, directions {p.directions} for {p.objectives}"
         )
-        heartbeat = Heartbeat(storage, study_id, worker, interval_s=p.stale_after_s / 4)
+        heartbeat = None
+        if not has_trial_heartbeats(storage):
+            heartbeat = Heartbeat.of_worker(storage, study_id, worker, p.stale_after_s / 4)
         try:
             self._loop(p, study, storage, study_id, worker)
         finally:
-            heartbeat.close()
+            if heartbeat is not None:
+                heartbeat.close()
             result = summ.summarize(study, p.objectives, p.n_trials, p.storage_url)
             summ.write(result, self.sweep_dir)
             summ.report(result)
@@ -118,7 +135,7 @@ class VanOptunaSweeperImpl(Sweeper):
     def _loop(self, p: Plan, study: optuna.Study, storage: Any, study_id: int, w: Worker) -> None:
         twin = _load_twin(p, storage)
         while True:
-            batch: list[tuple[optuna.Trial, list[str]]] = []
+            batch: list[tuple[optuna.Trial, int, list[str]]] = []
             with study_lock(storage, p.study_name, w, stale_after_s=p.stale_after_s):
                 for t in co.fail_stale(study, storage, study_id, p.stale_after_s):
                     log.warning(f"Trial {t.number} was left running by a stopped sweep: failed")
@@ -127,20 +144,39 @@ class VanOptunaSweeperImpl(Sweeper):
                     trial = co.take_trial(study, storage, p.n_trials, w)
                     if trial is None:
                         break
-                    batch.append((trial, self._configure(p, trial, twin)))
+                    trial_id = storage.get_trial_id_from_study_id_trial_number(
+                        study_id, trial.number
+                    )
+                    batch.append(
+                        (trial, trial_id, self._configure(p, storage, trial_id, trial, twin))
+                    )
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not batch:
                 if not running:
                     return
                 time.sleep(POLL_S)  # peers still run trials; one may die and need replacing
                 continue
-            returns = self.launcher.launch([ov for _, ov in batch], initial_job_idx=self.job_idx)
+            beats = None
+            if has_trial_heartbeats(storage):
+                beats = Heartbeat.of_trials(storage, [trial_id for _, trial_id, _ in batch])
+            try:
+                returns = self.launcher.launch([ov for _, _, ov in batch], self.job_idx)
+            finally:
+                if beats is not None:
+                    beats.close()
             self.job_idx += len(returns)
-            for (trial, _), ret in zip(batch, returns, strict=True):
-                self._tell(p, study, storage, twin, trial, ret)
-            _check_failures(p, [trial for trial, _ in batch])
+            for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
+                self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret)
+            _check_failures(p, [storage.get_trial(trial_id) for _, trial_id, _ in batch])
 
-    def _configure(self, p: Plan, trial: optuna.Trial, twin: optuna.Study | None) -> list[str]:
+    def _configure(
+        self,
+        p: Plan,
+        storage: Any,
+        trial_id: int,
+        trial: optuna.Trial,
+        twin: optuna.Study | None,
+    ) -> list[str]:
         """Suggest the trial's parameters and build its job's overrides."""
         try:
             overrides = job_overrides(trial, p.space, p.custom, self.config)
@@ -152,8 +188,8 @@ class VanOptunaSweeperImpl(Sweeper):
             trial.set_user_attr("fixed", p.space.fixed)
         if twin is not None:
             twin_number = twin.ask().number
-            trial.storage.set_trial_system_attr(trial._trial_id, co.PRUNING_TRIAL, twin_number)
-        root = co.root_number(trial.storage.get_trial(trial._trial_id))
+            storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, twin_number)
+        root = co.root_number(storage.get_trial(trial_id))
         return [
             *overrides,
             f"++trial.storage={quote(p.storage_url)}",
@@ -169,9 +205,9 @@ class VanOptunaSweeperImpl(Sweeper):
         storage: Any,
         twin: optuna.Study | None,
         trial: optuna.Trial,
+        frozen: FrozenTrial,
         ret: JobReturn,
     ) -> None:
-        frozen = storage.get_trial(trial._trial_id)
         run_dir = self.sweep_dir / f"trial_{co.root_number(frozen)}"
         if ret.hydra_cfg is not None:
             run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
@@ -284,6 +320,7 @@ def plan(
         space=space,
         custom=custom,
         sampler=sampler,
+        sampler_spec=dict(sampler_spec),
         pruner_spec=pruner_spec,
         n_trials=n_trials,
         n_jobs=s["n_jobs"],
@@ -295,14 +332,20 @@ def plan(
 
 def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
     """Create or resume the study; a resumed one must have the same space and objectives."""
-    study = optuna.create_study(
-        storage=storage,
-        study_name=p.study_name,
-        directions=p.directions,
-        sampler=p.sampler,
-        pruner=make_pruner(p.pruner_spec),
-        load_if_exists=True,
-    )
+    pruner = make_pruner(p.pruner_spec)
+    if p.study_name in optuna.get_all_study_names(storage):  # resume without Optuna's log line
+        study = optuna.load_study(
+            study_name=p.study_name, storage=storage, sampler=p.sampler, pruner=pruner
+        )
+    else:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=p.study_name,
+            directions=p.directions,
+            sampler=p.sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     study_id = storage.get_study_id_from_name(p.study_name)
     created = [d.name.lower() for d in study.directions]
     where = f"study {p.study_name!r} in {p.storage_url} was created with"
@@ -359,10 +402,9 @@ def _tell_twin(
         _tell(twin, int(number), values if state == TrialState.COMPLETE else None, state)
 
 
-def _check_failures(p: Plan, batch: list[optuna.Trial]) -> None:
+def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
     """Stop when more than ``max_failure_rate`` of one batch failed (the official rule)."""
-    frozen = [t.storage.get_trial(t._trial_id) for t in batch]
-    failed = [t for t in frozen if t.state == TrialState.FAIL]
+    failed = [t for t in batch if t.state == TrialState.FAIL]
     if len(failed) > p.max_failure_rate * len(batch):
         last = failed[-1]
         raise SweepAborted(
@@ -370,7 +412,7 @@ def _check_failures(p: Plan, batch: list[optuna.Trial]) -> None:
             p.max_failure_rate,
             f"{len(failed)} of the {len(batch)} trials of a batch failed (more than this "
             f"fraction of a batch of n_jobs); sweep stopped; last, #{last.number}: "
-            f"{last.user_attrs.get(co.REASON, 'unknown')}",
+            f"{co.reason(last)}",
         )
 
 

@@ -1,0 +1,133 @@
+"""On a real one-node SLURM cluster (``tests/services.py``): a job step of 2 tasks trains one run
+with DDP under ``srun``, and a ready study sends each trial to SLURM through Hydra's submitit
+launcher (``+launcher=slurm``), with its results back in the study, and a job requeued with
+``scontrol requeue`` resumes from the step SLURM's SIGTERM stopped it at.
+
+Job states come from ``scontrol show job``: ``sacct`` needs slurmdbd, which this cluster lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import REPO, TINY_RUN, read_results, run_env, write_image_folder
+from optuna.trial import TrialState
+
+from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
+
+# Each trial's SLURM job on a CPU node: one task, one core, no GPU.
+SLURM_CPU_JOB = [
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+def test_two_tasks_of_a_slurm_job_train_one_run_with_ddp_under_srun(slurm, image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY_RUN, "train.epochs=1", "train.batch_size=4", "data=imagefolder"]
+    args += [f"data.root={image_folder}", f"hydra.run.dir={run_dir}", "train.device=cpu"]
+    srun = ["srun", "--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=5"]
+    proc = subprocess.run(
+        [*srun, sys.executable, "-m", "van_ablate", *args],
+        cwd=tmp_path,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = read_results(run_dir)
+    assert r["status"] == "completed"
+    assert (r["setup"]["world_size"], r["setup"]["global_batch"]) == (2, 8)
+    # 24 train images over 2 ranks x 4 per step: 3 updates per epoch, all images seen.
+    assert r["setup"]["updates_per_epoch"] == 3
+    assert proc.stdout.count("status") == 1  # one summary, from rank 0
+    assert "COMPLETED" in slurm.settled_states().values()
+
+
+@pytest.mark.slow
+def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    before = set(slurm.job_states())
+    args = [
+        "-m",
+        f"--config-dir={REPO / 'experiments'}",
+        "+study=table3",
+        "+launcher=slurm",
+        f"hydra.launcher.partition={slurm.partition}",
+        *SLURM_CPU_JOB,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_RUN,
+        "data.num_train=48",
+        "data.num_val=24",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "van_ablate", *args],
+        cwd=tmp_path,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    storage = open_storage(str(sweep_dir / JOURNAL_NAME))
+    study = optuna.load_study(study_name="table3_van_proxy", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    jobs = {j: s for j, s in slurm.settled_states().items() if j not in before}
+    assert sorted(jobs.values()) == ["COMPLETED", "COMPLETED"]  # one SLURM job per trial
+    for t in study.trials:
+        results = json.loads((sweep_dir / f"trial_{t.number}" / "results.json").read_text())
+        assert t.value == results["best"]["val_top1"]
+    # submitit sent them as one job array: <array id>_<task> folders, one per trial.
+    submitted = sorted(p.name for p in (sweep_dir / ".submitit").glob("*_*") if p.is_dir())
+    assert submitted == [f"{min(jobs, key=int)}_{i}" for i in range(2)]
+
+
+@pytest.mark.slow  # two three-epoch runs, one of them requeued: a few minutes on 2 shared cores
+def test_a_requeued_slurm_job_resumes_from_its_step_with_the_uninterrupted_metrics(slurm, tmp_path):
+    from test_resume import ARGS, same_metrics, start
+
+    root = write_image_folder(tmp_path / "images", per_class=32)  # 12 steps per epoch
+    reference = start(root, tmp_path / "reference")
+    run_dir = tmp_path / "requeued"
+    train = [*ARGS, f"data.root={root}", f"hydra.run.dir={run_dir}"]
+    job = submit(slurm, tmp_path, ["exec", sys.executable, "-m", "van_ablate", *train])
+    ckpts = run_dir / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    subprocess.run(["scontrol", "requeue", job], env=slurm.env, check=True)
+    while slurm.job_states().get(job) != "COMPLETED" and time.time() < deadline + 300:
+        time.sleep(0.5)
+    assert slurm.job_states()[job] == "COMPLETED", (tmp_path / "job.out").read_text()[-3000:]
+    assert reference.wait(timeout=300) == 0
+    got = read_results(run_dir)
+    assert got["status"] == "completed" and len(got["epochs"]) == 3
+    same_metrics(got, read_results(tmp_path / "reference"))
+    log = (run_dir / "train.log").read_text()
+    assert "stop signal 15 after" in log  # SLURM's SIGTERM: a mid-epoch checkpoint, then exit
+    assert "and 0 batches of epoch" not in log and "batches of epoch 2" in log
+
+
+def submit(slurm, cwd, command: list[str]) -> str:
+    """``sbatch --requeue`` one task running ``command``; returns the job id."""
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "--ntasks=1", "--cpus-per-task=1"]
+        + ["-o", str(cwd / "job.out"), "--open-mode=append", "--wrap", " ".join(command)],
+        cwd=cwd,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
