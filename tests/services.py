@@ -8,8 +8,11 @@ stop when their context ends::
     with slurm_cluster(tmp) as cluster:
         subprocess.run(["sinfo"], env=cluster.env)
 
-``postgresql`` is on these machines; ``.ci/run`` installs ``slurm-wlm`` and ``munge`` when
-``slurmctld`` is missing. The tests that need them skip only when the binaries are absent.
+The cluster keeps accounting as a real one does: ``slurmdbd`` stores finished jobs in a MariaDB
+server of its own, so ``sacct`` (which submitit reads) reports a job cancelled with ``scancel``.
+``postgresql`` is on these machines; ``.ci/run`` installs ``slurm-wlm``, ``munge``, ``slurmdbd``
+and ``mariadb-server`` when missing. The tests that need them skip only when the binaries are
+absent.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ def pg_bin() -> Path | None:
 
 def slurm_missing() -> str | None:
     """Why a SLURM cluster cannot start here (a missing binary), or None."""
-    for name in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol"):
+    for name in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "slurmdbd", "mariadbd"):
         if shutil.which(name) is None and not Path("/usr/sbin", name).exists():
-            return f"{name} not installed (apt-get install slurm-wlm munge)"
+            return f"{name} not installed (apt-get install slurm-wlm munge slurmdbd mariadb-server)"
     return None
 
 
@@ -147,7 +150,10 @@ SchedulerType=sched/backfill
 MpiDefault=none
 SwitchType=switch/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={root}/munge.socket
 JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=10
@@ -156,6 +162,23 @@ InactiveLimit=0
 SchedulerParameters=sched_interval=1
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+# slurmdbd reads slurmdbd.conf next to slurm.conf; MariaDB runs without grant tables on loopback.
+SLURMDBD_CONF = """\
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+PidFile={root}/slurmdbd.pid
+LogFile={root}/slurmdbd.log
 """
 
 
@@ -205,6 +228,7 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
+    ports = {"dbd_port": free_port(), "db_port": free_port()}
     conf = root / "slurm.conf"
     conf.write_text(
         SLURM_CONF.format(
@@ -214,8 +238,12 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
             slurmd_port=free_port(),
             cpus=os.cpu_count() or 1,
             memory_mb=_memory_mb(),
+            **ports,
         )
     )
+    dbd_conf = root / "slurmdbd.conf"
+    dbd_conf.write_text(SLURMDBD_CONF.format(root=root, **ports))
+    dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read
     cluster = SlurmCluster(root, conf, node)
     procs: list[subprocess.Popen] = []
     try:
@@ -236,6 +264,9 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
             )
         )
         _wait(lambda: (root / "munge.socket").exists(), "munged", 20, root / "munged.log")
+        procs.append(_mariadb(root, ports["db_port"]))
+        procs.append(_daemon(["slurmdbd", "-D"], cluster.env, root / "slurmdbd.out"))
+        _wait(lambda: _accounting_ready(cluster), "slurmdbd", 60, root / "slurmdbd.log")
         procs.append(_daemon(["slurmctld", "-D", "-c", "-i"], cluster.env, root / "ctld.out"))
         procs.append(_daemon(["slurmd", "-D"], cluster.env, root / "slurmd.out"))
         _wait(lambda: _node_state(cluster) == "idle", "slurm node", 60, root / "slurmd.log")
@@ -264,6 +295,43 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _mariadb(root: Path, port: int) -> subprocess.Popen:
+    """A MariaDB server for slurmdbd alone: its own data dir, loopback only, no grant tables."""
+    data = root / "mariadb"
+    _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root"])
+    server = [
+        "mariadbd",
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--socket={root}/mariadb.sock",
+        f"--pid-file={root}/mariadb.pid",
+        "--bind-address=127.0.0.1",
+        f"--port={port}",
+        "--skip-grant-tables",
+        "--skip-name-resolve",
+        "--user=root",
+    ]
+    proc = _daemon(server, dict(os.environ), root / "mariadb.out")
+    _wait(lambda: _port_open(port), "mariadbd", 60, root / "mariadb.out")
+    return proc
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _accounting_ready(cluster: SlurmCluster) -> bool:
+    """slurmdbd answers; the cluster is registered here (slurmctld would do it on first contact)."""
+    proc = subprocess.run(
+        ["sacctmgr", "-i", "add", "cluster", "vanablate"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0 or "already exists" in proc.stdout + proc.stderr
 
 
 def _node_state(cluster: SlurmCluster) -> str:
