@@ -21,6 +21,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r}: {allowed}")
 
+    def __reduce__(self):  # a job on SLURM returns its error pickled (submitit)
+        return type(self), (self.key, self.value, self.allowed)
+
 
 class Diverged(RuntimeError):
     """Training hit a non-finite loss; results.json already says status 'diverged'."""
@@ -28,6 +31,9 @@ class Diverged(RuntimeError):
     def __init__(self, epoch: int, step: int):
         self.epoch, self.step = epoch, step
         super().__init__(f"loss became non-finite at epoch {epoch}, step {step}")
+
+    def __reduce__(self):
+        return type(self), (self.epoch, self.step)
 
 
 class Preempted(Exception):
@@ -42,3 +48,6 @@ class Preempted(Exception):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} after writing a checkpoint; run again to resume")
+
+    def __reduce__(self):
+        return type(self), (self.signum,)
