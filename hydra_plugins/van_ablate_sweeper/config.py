@@ -59,7 +59,8 @@ class VanOptunaSweeperConf:
     study_name: str = "${hydra.job.name}"
     # Journal file path or SQLAlchemy URL; null: <hydra.sweep.dir>/optuna_journal.log
     storage: Optional[str] = None
-    # Trials that count: COMPLETE + PRUNED + FAIL (a stale trial that was retried does not).
+    # Trials that count: COMPLETE + PRUNED + FAIL (a trial that was retried does not: a stale
+    # one, or one whose job ended without a result; its retry counts).
     n_trials: int = 20
     # Trials launched together in one batch (the launcher decides how many run at once).
     n_jobs: int = 1

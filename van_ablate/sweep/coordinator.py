@@ -1,10 +1,10 @@
 """How many sweep processes share one study and still finish exactly ``n_trials``.
 
 Every decision that depends on other processes is taken inside :func:`study_lock`: a process
-fails the trials whose owner died (and enqueues their parameters once, Optuna's
-``failed_trial`` convention, so a preempted job resumes from its checkpoint), then takes the
-next trial only while the trials that count stay below ``n_trials``. A trial that was failed and
-retried no longer counts; its retry does.
+fails the trials whose owner died or whose job ended without a result (and enqueues their
+parameters once, Optuna's ``failed_trial`` convention, so the retry resumes from the job's
+checkpoint), then takes the next trial only while the trials that count stay below
+``n_trials``. A trial that was failed and retried no longer counts; its retry does.
 """
 
 from __future__ import annotations
@@ -95,17 +95,34 @@ def fail_stale(
         if not is_alive(Worker.from_dict(t.system_attrs.get(OWNER)), attrs, stale_after_s)
     ]
     for t in stale:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         owner = t.system_attrs.get(OWNER) or {}
-        again = retry and RETRIED_FROM not in t.system_attrs
         reason = f"stale: sweep process {owner.get('host')}:{owner.get('pid')} stopped while it ran"
-        storage.set_trial_user_attr(trial_id, REASON, reason + ("; retried" if again else ""))
-        if again:
-            storage.set_trial_system_attr(trial_id, SUPERSEDED, True)
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        if again:
-            study.add_trial(_retry_of(t))
+        fail(study, storage, study_id, t, reason, retry)
     return stale
+
+
+def fail(
+    study: optuna.Study,
+    storage: BaseStorage,
+    study_id: int,
+    trial: FrozenTrial,
+    reason: str,
+    retry: bool = True,
+) -> bool:
+    """Fail ``trial`` with ``reason``; unless it is a retry itself, enqueue its parameters once.
+
+    Call it while holding the study lock. The failed trial then no longer counts towards
+    ``n_trials`` (its retry does). Returns whether a retry was enqueued.
+    """
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    again = retry and RETRIED_FROM not in trial.system_attrs
+    storage.set_trial_user_attr(trial_id, REASON, reason + ("; retried" if again else ""))
+    if again:
+        storage.set_trial_system_attr(trial_id, SUPERSEDED, True)
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    if again:
+        study.add_trial(_retry_of(trial))
+    return again
 
 
 def _retry_of(trial: FrozenTrial) -> FrozenTrial:

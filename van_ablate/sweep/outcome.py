@@ -3,8 +3,9 @@
 A job's outcome comes from Hydra's ``JobReturn`` (value or exception) and from the
 ``results.json`` it left in its run directory (status ``pruned`` / ``diverged`` / ``failed`` and
 the reason). Failures are data: a raise, a divergence or a NaN objective is a FAIL trial with a
-one-line reason. Constraints such as ``complexity.macs <= 1.0e9`` are evaluated here as
-Optuna's constraint values (<= 0 feasible).
+one-line reason; a job that ended without any result (:class:`NoResult`: cancelled, node failure,
+time limit) is a FAIL trial to retry once. Constraints such as ``complexity.macs <= 1.0e9`` are
+evaluated here as Optuna's constraint values (<= 0 feasible).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class Constraint:
         return x - self.bound if self.op == "<=" else self.bound - x
 
 
+class NoResult(Exception):
+    """A job ended without a result (``SLURM job 12_1 CANCELLED by 0``): fail, retry once."""
+
+
 @dataclass
 class Outcome:
     """The state, values and reason for ``study.tell``, plus what to keep as user attrs."""
@@ -61,6 +66,7 @@ class Outcome:
     reason: str | None = None
     results: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    retry: bool = False  # the job never finished: run the same parameters once more
 
 
 def read_outcome(
@@ -80,6 +86,8 @@ def read_outcome(
         err = ret._return_value  # JobReturn keeps the exception here (no public accessor)
         if isinstance(err, optuna.TrialPruned):
             return Outcome(TrialState.PRUNED, None, None, results)
+        if isinstance(err, NoResult):
+            return Outcome(TrialState.FAIL, None, str(err), results, retry=True)
         if isinstance(err, Diverged) or status == "diverged":
             reason = (results or {}).get("reason") or str(err)
             return Outcome(TrialState.FAIL, None, f"diverged: {reason}", results)

@@ -2,9 +2,11 @@
 
 Everything a user can get wrong is checked in :func:`plan` before any job starts (one line
 naming the key, the value and what is allowed). The loop then claims trials under the storage
-lock (:mod:`van_ablate.sweep.coordinator`), launches them with the configured launcher, reads
-each job's outcome (:mod:`van_ablate.sweep.outcome`) and tells the study. Several processes may
-run the same command on one storage; together they finish exactly ``n_trials``.
+lock (:mod:`van_ablate.sweep.coordinator`), launches them with the configured launcher
+(:mod:`van_ablate.sweep.launch`: one return per job, even for a job cancelled on SLURM), reads
+each job's outcome (:mod:`van_ablate.sweep.outcome`) and tells the study; a job that ended
+without a result fails its trial, which is retried once. Several processes may run the same
+command on one storage; together they finish exactly ``n_trials``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from van_ablate.sweep.factories import (
     sampler_name,
     worker_seed,
 )
+from van_ablate.sweep.launch import launch
 from van_ablate.sweep.outcome import Constraint, constraint_values, one_line, read_outcome
 from van_ablate.sweep.space import CustomSpace, SearchSpace, job_overrides, parse_space, quote
 from van_ablate.sweep.storage import (
@@ -160,13 +163,13 @@ class VanOptunaSweeperImpl(Sweeper):
             if has_trial_heartbeats(storage):
                 beats = Heartbeat.of_trials(storage, [trial_id for _, trial_id, _ in batch])
             try:
-                returns = self.launcher.launch([ov for _, _, ov in batch], self.job_idx)
+                returns = launch(self.launcher, [ov for _, _, ov in batch], self.job_idx)
             finally:
                 if beats is not None:
                     beats.close()
             self.job_idx += len(returns)
             for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
-                self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret)
+                self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret, w)
             _check_failures(p, [storage.get_trial(trial_id) for _, trial_id, _ in batch])
 
     def _configure(
@@ -207,6 +210,7 @@ class VanOptunaSweeperImpl(Sweeper):
         trial: optuna.Trial,
         frozen: FrozenTrial,
         ret: JobReturn,
+        w: Worker,
     ) -> None:
         run_dir = self.sweep_dir / f"trial_{co.root_number(frozen)}"
         if ret.hydra_cfg is not None:
@@ -226,12 +230,18 @@ class VanOptunaSweeperImpl(Sweeper):
                     trial.set_constraint(key, value)
             except KeyError as e:
                 state, reason = TrialState.FAIL, str(e.args[0])
-        if reason is not None:
+        if reason is not None and not outcome.retry:
             attrs[co.REASON] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         values = outcome.values if state == TrialState.COMPLETE else None
-        _tell(study, trial, values, state)
+        if outcome.retry:  # under the lock: a peer must not count the trial before its retry
+            study_id = storage.get_study_id_from_name(p.study_name)
+            with study_lock(storage, p.study_name, w, stale_after_s=p.stale_after_s):
+                if co.fail(study, storage, study_id, frozen, reason):
+                    reason += "; retried"
+        else:
+            _tell(study, trial, values, state)
         first = [values[0]] if values else None
         _tell_twin(twin, frozen.system_attrs.get(co.PRUNING_TRIAL), state, first)
         epochs = attrs.get("epochs_done", len(frozen.intermediate_values))

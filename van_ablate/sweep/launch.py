@@ -1,0 +1,126 @@
+"""Launch one batch of trials and get one ``JobReturn`` per trial, whatever became of its job.
+
+Hydra's submitit launcher waits for its jobs in order and raises for the whole batch as soon as
+one job ends without a result (cancelled with ``scancel``, a node failure, the time limit after
+``max_num_timeout`` requeues): the other trials' results would be lost with their jobs still
+running. Here the batch is submitted exactly as that launcher does (one job array, the same
+folders and parameters) and each job is waited for on its own; a job without a result becomes a
+FAILED return whose error, :class:`NoResult`, names the job and the state the cluster reports.
+So does a job that SIGTERM stopped while it trained (``scancel`` or preemption): it wrote a
+checkpoint and returned :class:`~van_ablate.errors.Preempted`, not a result::
+
+    returns = launch(launcher, [["model.kernel_size=21"], ["model.kernel_size=7"]], 0)
+    returns[1]._return_value  # NoResult('SLURM job 12_1 CANCELLED by 0')
+
+Other launchers (basic, joblib) run their jobs as Hydra does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf
+
+from van_ablate.errors import Preempted
+from van_ablate.sweep.outcome import NoResult
+
+log = logging.getLogger(__name__)
+# submitit's states of a job that has not ended yet
+_NOT_ENDED = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED"}
+
+
+def launch(
+    launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
+    """One return per job, in order, once every job has ended."""
+    try:
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+    except ImportError:  # the slurm extra is not installed
+        BaseSubmititLauncher = ()  # noqa: N806
+    if isinstance(launcher, BaseSubmititLauncher):
+        jobs = _submit(launcher, job_overrides, initial_job_idx)
+        return [_result(job, launcher._EXECUTOR) for job in jobs]
+    return list(launcher.launch(job_overrides, initial_job_idx))
+
+
+def _result(job: Any, executor: str) -> JobReturn:
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        ret = job.results()[0]
+    except FailedJobError as e:  # the job's Python raised outside Hydra's run_job
+        return JobReturn(status=JobStatus.FAILED, _return_value=e)
+    except UncompletedJobError:
+        return _no_result(job, executor)
+    if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Preempted):
+        # SIGTERM from scancel (or preemption) came while training: a checkpoint, no result.
+        return _no_result(job, executor, ret._return_value)
+    return ret
+
+
+def _no_result(job: Any, executor: str, stopped: Preempted | None = None) -> JobReturn:
+    name = "SLURM job" if executor == "slurm" else f"{executor} job"
+    detail = f" ({stopped})" if stopped is not None else ""
+    error = NoResult(f"{name} {job.job_id} {_final_state(job)}{detail}")
+    return JobReturn(status=JobStatus.FAILED, _return_value=error)
+
+
+def _final_state(job: Any, timeout_s: float = 60.0) -> str:
+    """The job's state once it has ended (a job stopped by a signal returns before it ends)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job.get_info(mode="force")  # sacct on SLURM, the process locally
+        state = job.state
+        if state.split()[0] not in _NOT_ENDED or time.monotonic() > deadline:
+            return state
+        time.sleep(2.0)
+
+
+def _submit(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[Any]:
+    """``BaseSubmititLauncher.launch`` of hydra-submitit-launcher 1.2 up to its submission.
+
+    Written out because that method submits and waits in one call; the executor is built from
+    the same ``hydra.launcher`` keys the same way.
+    """
+    import submitit
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    name, params = launcher._EXECUTOR, launcher.params
+    init_keys = {"max_num_timeout"}
+    executor = submitit.AutoExecutor(
+        cluster=name,
+        folder=params["submitit_folder"],
+        **{f"{name}_{k}": v for k, v in params.items() if k in init_keys},
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{
+            k if k in base else f"{name}_{k}": v
+            for k, v in params.items()
+            if k not in init_keys | {"submitit_folder"}
+        }
+    )
+    sweep = launcher.config.hydra.sweep
+    log.info(f"Submitit '{name}' sweep output dir : {sweep.dir}")
+    sweep_dir = Path(str(sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in sweep:
+        os.chmod(sweep_dir, mode=int(str(sweep.mode), 8))
+    job_params = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        job_params.append(
+            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+        )
+    return executor.map_array(launcher, *zip(*job_params, strict=True))
