@@ -1,9 +1,11 @@
 """On a real one-node SLURM cluster (``tests/services.py``): a job step of 2 tasks trains one run
 with DDP under ``srun``, and a ready study sends each trial to SLURM through Hydra's submitit
-launcher (``+launcher=slurm``), with its results back in the study, and a job requeued with
+launcher (``+launcher=slurm``), with its results back in the study, a trial whose job is
+cancelled with ``scancel`` fails with that reason and is retried once, and a job requeued with
 ``scontrol requeue`` resumes from the step SLURM's SIGTERM stopped it at.
 
-Job states come from ``scontrol show job``: ``sacct`` needs slurmdbd, which this cluster lacks.
+The tests read job states with ``scontrol show job``; submitit reads them with ``sacct``, which
+the cluster's slurmdbd answers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from conftest import REPO, TINY_RUN, read_results, run_env, write_image_folder
 from optuna.trial import TrialState
 
+from van_ablate.sweep import coordinator as co
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
 
 # Each trial's SLURM job on a CPU node: one task, one core, no GPU.
@@ -90,6 +93,70 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
     # submitit sent them as one job array: <array id>_<task> folders, one per trial.
     submitted = sorted(p.name for p in (sweep_dir / ".submitit").glob("*_*") if p.is_dir())
     assert submitted == [f"{min(jobs, key=int)}_{i}" for i in range(2)]
+
+
+@pytest.mark.slow  # three tiny trials through SLURM, one of them cancelled: about two minutes
+def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retried_once(
+    slurm, tmp_path
+):
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "-m",
+        f"--config-dir={REPO / 'experiments'}",
+        "+study=table3",
+        "+launcher=slurm",
+        f"hydra.launcher.partition={slurm.partition}",
+        *SLURM_CPU_JOB,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.max_failure_rate=0.5",  # one failed trial of a batch of two goes on
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_RUN,
+        "train.epochs=3",  # 36 steps: still training when the cancellation arrives
+        "data.num_train=96",
+        "data.num_val=24",
+    ]
+    with open(tmp_path / "sweep.out", "w+") as out:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "van_ablate", *args],
+            cwd=tmp_path,
+            env=run_env(SLURM_CONF=str(slurm.conf)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        # Trial 1 is the second task of the first job array; cancel it once it trains.
+        started = sweep_dir / "trial_1" / "config.yaml"
+        deadline = time.time() + 300
+        while not started.exists() and sweep.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        squeue = ["squeue", "-h", "-t", "RUNNING", "-o", "%i"]
+        running = subprocess.run(squeue, env=slurm.env, capture_output=True, text=True).stdout
+        cancelled = next((j for j in running.split() if j.endswith("_1")), None)
+        assert cancelled is not None, f"trial 1's job is not running: {running!r}"
+        subprocess.run(["scancel", cancelled], env=slurm.env, check=True)
+        code = sweep.wait(timeout=600)
+        out.seek(0)
+        log = out.read()
+    assert code == 0, log[-3000:]
+    storage = open_storage(str(sweep_dir / JOURNAL_NAME))
+    trials = optuna.load_study(study_name="table3_van_proxy", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed, retry = trials[1], trials[2]
+    reason = failed.user_attrs[co.REASON]
+    assert reason.startswith(f"SLURM job {cancelled} CANCELLED") and reason.endswith("; retried")
+    assert f"Trial 1 FAIL: {reason}" in log
+    assert retry.params == failed.params and retry.system_attrs[co.RETRIED_FROM] == 1
+    # The retry replaces the cancelled trial: two trials count, both complete.
+    assert co.state_counts(trials) == {
+        "complete": 2,
+        "pruned": 0,
+        "fail": 0,
+        "running": 0,
+        "waiting": 0,
+        "retried": 1,
+    }
+    results = json.loads((sweep_dir / "trial_1" / "results.json").read_text())
+    assert retry.value == results["best"]["val_top1"]  # the retry ran in trial 1's directory
 
 
 @pytest.mark.slow  # two three-epoch runs, one of them requeued: a few minutes on 2 shared cores

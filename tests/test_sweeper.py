@@ -9,6 +9,7 @@ run three sweeps at once on one storage.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,34 @@ def test_more_failures_than_max_failure_rate_stop_the_sweep(app):
     assert trials[-1].params == {"x": 3} and trials[-1].state == TrialState.FAIL
     assert len(trials) < 4  # nothing was launched after the failure
     assert summary(app)["counts"]["fail"] == 1
+
+
+def test_a_job_killed_without_a_result_fails_its_trial_which_is_retried_once(app):
+    # submitit's local launcher, as on SLURM: one job per trial; trial 1's job is killed.
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["epochs=4", "sleep=1.0", "hydra/launcher=submitit_local"]
+    args += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    proc = start(app, *args, "hydra.sweeper.max_failure_rate=0.5", log="sweep.out")
+    started = app / "multirun" / "toy" / "trial_1" / "started"
+    deadline = time.time() + 120
+    while not (started.exists() and started.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(int(started.read_text().split()[0]), signal.SIGKILL)
+    assert proc.wait(timeout=120) == 0, (app / "sweep.out").read_text()[-3000:]
+    trials = study(app).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed, retry = trials[1], trials[2]
+    # The job is submitit's controller process; it outlives the killed task and ends normally.
+    assert re.fullmatch(r"local job \d+ FINISHED; retried", failed.user_attrs["reason"])
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == 1
+    assert summary(app)["counts"] == {
+        "complete": 2,
+        "pruned": 0,
+        "fail": 0,
+        "running": 0,
+        "waiting": 0,
+        "retried": 1,
+    }
 
 
 def test_running_the_same_command_again_resumes_the_study(app):
