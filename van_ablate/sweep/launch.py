@@ -61,15 +61,20 @@ def _result(job: Any, executor: str) -> JobReturn:
     except UncompletedJobError:
         return _no_result(job, executor)
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Preempted):
-        # SIGTERM from scancel (or preemption) came while training: a checkpoint, no result.
-        return _no_result(job, executor, ret._return_value)
+        # SIGTERM came while training (scancel, preemption): a checkpoint, no result. A job
+        # that SLURM requeued instead runs on; its trial fails as before, not retried.
+        state = _final_state(job)
+        if state.split()[0] not in _NOT_ENDED:
+            return _no_result(job, executor, state, ret._return_value)
     return ret
 
 
-def _no_result(job: Any, executor: str, stopped: Preempted | None = None) -> JobReturn:
+def _no_result(
+    job: Any, executor: str, state: str | None = None, stopped: Preempted | None = None
+) -> JobReturn:
     name = "SLURM job" if executor == "slurm" else f"{executor} job"
     detail = f" ({stopped})" if stopped is not None else ""
-    error = NoResult(f"{name} {job.job_id} {_final_state(job)}{detail}")
+    error = NoResult(f"{name} {job.job_id} {state or _final_state(job)}{detail}")
     return JobReturn(status=JobStatus.FAILED, _return_value=error)
 
 
