@@ -126,3 +126,16 @@ def offline_wandb_record(root: Path, needles: tuple[bytes, ...], timeout_s: floa
             assert len(records) == 1, records
             return data
         time.sleep(0.2)
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    """(exit code, stderr) of the app run in this process."""
+    from van_ablate.__main__ import main  # registers Hydra's schema: only for tests that run it
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
