@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.results import SCHEMA_VERSION, readable, upgrade
@@ -116,7 +117,7 @@ def load_runs(paths: Iterable[str | Path]) -> Collection:
             row = run_row(results, source="results.json", path=str(path))
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             # ValueError covers JSON and UTF-8 errors; the others, fields of the wrong type
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = first_line(e)
             skipped.append((str(path), reason))
             log.warning("skipped %s: %s", path, reason)
             continue

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from van_ablate.analysis.collect import RUN_COLUMNS, Collection, empty, run_row
+from van_ablate.checks import first_line
 
 log = logging.getLogger("analysis")
 
@@ -36,7 +37,7 @@ def collect_wandb(path: str, *, logged_in: bool, max_runs: int = 10_000) -> Coll
     try:
         runs = list(wandb.Api(timeout=30).runs(path, per_page=500))[:max_runs]
     except Exception as e:  # network, auth and GraphQL errors have no common base class
-        log.warning("skipped W&B project %s: %s", path, str(e).splitlines()[0] if str(e) else e)
+        log.warning("skipped W&B project %s: %s", path, first_line(e))
         return Collection(empty().runs, empty().epochs, skipped=[(f"wandb:{path}", str(e))])
     rows, skipped = [], []
     for run in runs:

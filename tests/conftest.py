@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,32 @@ def slurm(tmp_path_factory):
         pytest.skip(missing)
     with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
+
+
+def offline_wandb_record(root: Path, needles: tuple[bytes, ...], timeout_s: float = 30.0) -> bytes:
+    """The bytes of the one offline W&B record under ``root`` once they hold every needle.
+
+    W&B's service process writes the record; on a loaded machine its last writes can land a
+    moment after ``run.finish()`` returns, so wait for them (bounded) instead of reading early.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = list(Path(root).glob("**/offline-run-*/run-*.wandb"))
+        data = records[0].read_bytes() if len(records) == 1 else b""
+        if all(n in data for n in needles) or time.monotonic() > deadline:
+            assert len(records) == 1, records
+            return data
+        time.sleep(0.2)
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    """(exit code, stderr) of the app run in this process."""
+    from van_ablate.__main__ import main  # registers Hydra's schema: only for tests that run it
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err

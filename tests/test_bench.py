@@ -177,3 +177,10 @@ def test_cli_refuses_architecture_changes_it_would_not_build(capsys):
     assert main(["model.depths=[1,1,1,1]"]) == 2
     err = capsys.readouterr().err
     assert "model.depths=[1, 1, 1, 1]: unknown key; allowed: model, lka.kernel_size" in err
+
+
+def test_precision_is_named_as_train_precision_and_amp_stays_its_older_name(capsys):
+    for args, expected in ((["--precision", "bf16"], "bf16"), (["--amp", "none"], "fp32")):
+        assert main([*TINY, "--straight-line", *args]) == 0
+        [record] = json.loads(capsys.readouterr().out)
+        assert record["precision"] == expected

@@ -7,21 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, read_results, run_app, run_env
+from conftest import TINY_RUN, read_results, run_app, run_env, run_main
 
 from van_ablate.__main__ import main
 from van_ablate.errors import EXIT_CONFIG, ConfigError
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str]:
-    """(exit code, stderr) of the app run in this process."""
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def folder_args(root: Path, run_dir: Path) -> list[str]:

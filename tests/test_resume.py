@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, read_results, run_app, run_env, write_image_folder
+from conftest import TINY_RUN, read_results, run_app, run_env, run_main, write_image_folder
 
 from van_ablate import checkpoint
 from van_ablate.__main__ import main
@@ -187,16 +187,6 @@ def test_a_stop_signal_is_handed_to_the_handler_that_was_there_before():
 
 
 # --------------------------------------------------------------------------- damaged files
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def two_epoch_args(root: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import offline_wandb_record
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
@@ -318,10 +319,10 @@ def test_the_sweep_summary_goes_to_wandb_in_the_study_group(tmp_path, monkeypatc
     result = summarize(demo, ["best.val_top1"], 3, "memory")
     logger = OmegaConf.create({"project": "p", "entity": None, "mode": "offline"})
     log_to_wandb(result, logger, tmp_path)
-    [record] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    data = record.read_bytes()
-    for logged in (b"demo-summary", b"counts/complete", b"sweep", b"best.val_top1"):
-        assert logged in data, logged
+    logged = (b"demo-summary", b"counts/complete", b"sweep", b"best.val_top1")
+    data = offline_wandb_record(tmp_path / "wandb", logged)
+    for needle in logged:
+        assert needle in data, needle
 
 
 def test_a_study_with_no_feasible_trial_says_which_constraint_broke_and_by_how_much(

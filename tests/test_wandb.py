@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import TINY_RUN, read_results
+from conftest import TINY_RUN, offline_wandb_record, read_results
 
 from van_ablate.__main__ import main
 from van_ablate.wandb_logger import resolve_mode
@@ -47,11 +47,12 @@ def test_a_run_without_a_key_keeps_an_offline_wandb_run_in_its_directory(
     args += [f"data.root={image_folder}", f"hydra.run.dir={run_dir}"]
     main(args)
     out = capsys.readouterr().out
+    logged = (b"epoch/val_top1", b"train/loss", b"kernel_size", b"sigmoid", b"van_proxy")
+    data = offline_wandb_record(run_dir / "wandb", logged)
     [offline] = (run_dir / "wandb").glob("offline-run-*")
     [record] = offline.glob("run-*.wandb")
     run_id = read_results(run_dir)["run_id"]
     assert record.name == f"run-{run_id}.wandb"
-    data = record.read_bytes()
-    for logged in (b"epoch/val_top1", b"train/loss", b"kernel_size", b"sigmoid", b"van_proxy"):
-        assert logged in data, logged
+    for needle in logged:
+        assert needle in data, needle
     assert f"wandb sync {offline}" in out

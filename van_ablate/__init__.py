@@ -1,15 +1,15 @@
 """van-ablate: ablate and search the Large Kernel Attention of the Visual Attention Network.
 
 Importing the package registers ``van_b0`` ... ``van_b6`` and ``van_proxy`` with timm, and
-asks OpenMP for a passive wait policy unless ``OMP_WAIT_POLICY`` is set
-(:mod:`van_ablate.hardware`).
+asks OpenMP for a passive wait policy when other processes keep the CPUs busy, unless
+``OMP_WAIT_POLICY`` is set (:mod:`van_ablate.hardware`).
 """
 
 import os
 
-from van_ablate.hardware import prefer_passive_wait
+from van_ablate.hardware import choose_wait_policy
 
-prefer_passive_wait(os.environ)  # before torch loads OpenMP, which reads it only then
+choose_wait_policy(os.environ)  # before torch loads OpenMP, which reads it only then
 
 from van_ablate import van  # noqa: E402, F401  (registers the models with timm)
 from van_ablate.lka import LKA, LKASpec, auto_dilation  # noqa: E402

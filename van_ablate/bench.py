@@ -37,7 +37,8 @@ from van_ablate.lka import LKA, LKASpec
 
 __all__ = ["StraightLKA", "benchmark", "main", "to_straight_line"]
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each precision, named as `train.precision` names it (fp16: benchmarks only).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StraightLKA(nn.Module):
@@ -171,7 +172,7 @@ def benchmark(
     device: str | torch.device = "cpu",
     channels_last: bool = False,
     compile: bool = False,
-    amp: str = "none",
+    precision: str = "fp32",
     warmup: int = 2,
     iters: int = 5,
     repeats: int = 3,
@@ -187,7 +188,7 @@ def benchmark(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
     x = x.contiguous(memory_format=memory_format)
-    dtype = AMP_DTYPES[amp]
+    dtype = PRECISIONS[precision]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     runs = {}
     for name, model in models.items():
@@ -255,7 +256,7 @@ def _markdown(records: list[dict[str, Any]]) -> str:
             "img": r["img_size"],
             "channels_last": r["channels_last"],
             "compile": r["compile"],
-            "amp": r["amp"],
+            "precision": r["precision"],
             "forward img/s": _spread(r, "forward_img_s"),
             "fwd+bwd img/s": _spread(r, "train_img_s"),
         }
@@ -292,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
+    parser.add_argument(
+        "--amp", choices=("none", "bf16", "fp16"), help="older name of --precision (none: fp32)"
+    )
     impl = parser.add_mutually_exclusive_group()
     impl.add_argument(
         "--straight-line", action="store_true", help="time the official straight-line LKA"
@@ -308,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
     args = parser.parse_args(argv)
+    if args.amp is not None:
+        args.precision = "fp32" if args.amp == "none" else args.amp
     try:
         spec = model_from_args(args)
         for key in ("batch_size", "iters", "repeats"):
@@ -340,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=device,
         channels_last=args.channels_last,
         compile=args.compile,
-        amp=args.amp,
+        precision=args.precision,
         warmup=args.warmup,
         iters=args.iters,
         repeats=args.repeats,
@@ -354,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "img_size": spec.img_size,
         "channels_last": args.channels_last,
         "compile": args.compile,
-        "amp": args.amp,
+        "precision": args.precision,
         "warmup": args.warmup,
         "iters": args.iters,
         "repeats": args.repeats,

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from van_ablate import checks
+from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 from van_ablate.io import atomic_torch_save
 
@@ -97,8 +98,7 @@ def load(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     # torch.load raises many types for a damaged file (EOFError, UnpicklingError, RuntimeError..)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise Unreadable(path, f"unreadable ({reason})") from err
+        raise Unreadable(path, f"unreadable ({first_line(err)})") from err
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise Unreadable(path, f"not a van-ablate checkpoint (no {', '.join(missing)})")

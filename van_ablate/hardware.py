@@ -2,12 +2,14 @@
 
 Three rules, each chosen from experiments on a shared 2-core CPU (README, Benchmark):
 
-- **Wait policy.** With OpenMP's default spin-waiting, ten two-thread forward passes of VAN-B0
-  at batch 4 did not finish in 100 s while another two-thread torch process computed on the
-  same cores: a thread waiting at a barrier spins away the time slice the thread it waits for
-  needs. With passive waiting (threads sleep at barriers) they finished, so the package asks
-  for it before torch loads OpenMP, unless ``OMP_WAIT_POLICY`` is already set
-  (``OMP_WAIT_POLICY=ACTIVE`` restores spinning on a machine of one's own).
+- **Wait policy, by a rule measured at start-up.** With OpenMP's default spin-waiting, ten
+  two-thread forward passes of VAN-B0 at batch 4 did not finish in 100 s while another
+  two-thread torch process computed on the same cores: a thread waiting at a barrier spins away
+  the time slice the thread it waits for needs. Passive waiting (threads sleep at barriers)
+  cures that, but costs about a quarter of `make run`'s speed on an idle machine (README,
+  Benchmark). So the package samples ``/proc/stat`` for 0.1 s when it loads, before torch loads
+  OpenMP: when other processes keep at least ``BUSY_CPUS`` CPUs busy, it asks for passive
+  waiting; on an idle machine it leaves OpenMP's default. ``OMP_WAIT_POLICY``, when set, wins.
 - **Threads.** torch's default counts every CPU of the host; a job gets the CPUs it may
   actually use (affinity mask, capped by a cgroup quota), shared evenly among jobs running side
   by side (a sweep's parallel trials, torchrun's processes on one node). ``OMP_NUM_THREADS``,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,41 @@ THREADS_ENV = "OMP_NUM_THREADS"
 _CGROUP = Path("/sys/fs/cgroup")
 
 
-def prefer_passive_wait(environ: MutableMapping[str, str]) -> None:
-    """Ask OpenMP to sleep, not spin, at barriers, unless ``environ`` already says otherwise.
+BUSY_CPUS = 0.4  # CPUs kept busy by other processes from which sleeping beats spinning
+
+
+def busy_cpus(before: list[int], after: list[int], cpus: int) -> float:
+    """CPUs busy between two samples of ``/proc/stat``'s first line (its jiffy columns).
+
+    >>> busy_cpus([100, 0, 50, 1000, 0], [180, 0, 70, 1100, 0], cpus=2)  # 100 of 200 busy
+    1.0
+    """
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta)
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)  # idle + iowait
+    return cpus * (total - idle) / total if total > 0 else 0.0
+
+
+def _cpu_jiffies(stat: Path = Path("/proc/stat")) -> list[int] | None:
+    try:
+        return [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def choose_wait_policy(environ: MutableMapping[str, str], sample_s: float = 0.1) -> None:
+    """Ask OpenMP to sleep at barriers when other processes keep CPUs busy now, unless
+    ``environ`` already says; on an idle machine OpenMP keeps its default (spin, then sleep).
 
     OpenMP reads the variable once, when torch loads it, so call this before importing torch.
-
-    >>> env = {}
-    >>> prefer_passive_wait(env)
-    >>> env
-    {'OMP_WAIT_POLICY': 'PASSIVE'}
     """
-    environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
+    if WAIT_POLICY_ENV in environ:
+        return
+    before = _cpu_jiffies()
+    time.sleep(sample_s)
+    after = _cpu_jiffies()
+    if before and after and busy_cpus(before, after, os.cpu_count() or 1) >= BUSY_CPUS:
+        environ[WAIT_POLICY_ENV] = "PASSIVE"
 
 
 def cgroup_cpu_quota(root: Path = _CGROUP) -> float | None:

@@ -42,6 +42,7 @@ from optuna.distributions import (
 )
 from optuna.trial import Trial
 
+from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 
 SYNTAX = (
@@ -99,7 +100,7 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ())
         try:
             override = parser.parse_override(line)
         except Exception as e:  # Hydra raises several exception types for bad syntax
-            raise ConfigError(key, line.split("=", 1)[-1], f"{SYNTAX} ({_first_line(e)})") from e
+            raise ConfigError(key, line.split("=", 1)[-1], f"{SYNTAX} ({first_line(e)})") from e
         name = override.get_key_element()
         space.distributions.pop(name, None)
         space.fixed.pop(name, None)
@@ -227,8 +228,3 @@ def quote(text: str) -> str:
 
 def _source(override: Override) -> str:
     return override.input_line.split("=", 1)[-1] if override.input_line else str(override.value())
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

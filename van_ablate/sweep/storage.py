@@ -38,6 +38,7 @@ from optuna.study import StudyDirection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 
 JOURNAL_NAME = "optuna_journal.log"
@@ -66,8 +67,7 @@ def open_storage(
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as e:  # SQLAlchemy and OS errors alike: the URL cannot be opened
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(key, storage, f"{allowed}; opening it failed: {reason}") from e
+        raise ConfigError(key, storage, f"{allowed}; opening it failed: {first_line(e)}") from e
 
 
 def sqlalchemy_url(storage: str) -> str:
