@@ -92,40 +92,41 @@ def _final_state(job: Any, timeout_s: float = 60.0) -> str:
 def _submit(
     launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
-    """``BaseSubmititLauncher.launch`` of hydra-submitit-launcher 1.2 up to its submission.
+    """Submit the batch as one job array, with the executor hydra-submitit-launcher would build.
 
-    Written out because that method submits and waits in one call; the executor is built from
-    the same ``hydra.launcher`` keys the same way.
+    That launcher's ``launch`` submits and waits in one call, so the submission is done here
+    from the same ``hydra.launcher`` keys: ``max_num_timeout`` configures the executor,
+    submitit's generic keys pass as they are, the others get the cluster's prefix.
     """
     import submitit
 
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    name, params = launcher._EXECUTOR, launcher.params
-    init_keys = {"max_num_timeout"}
+    cluster, params = launcher._EXECUTOR, dict(launcher.params)
+    folder = params.pop("submitit_folder")
+    executor_keys = {k: params.pop(k) for k in ("max_num_timeout",) if k in params}
     executor = submitit.AutoExecutor(
-        cluster=name,
-        folder=params["submitit_folder"],
-        **{f"{name}_{k}": v for k, v in params.items() if k in init_keys},
+        cluster=cluster, folder=folder, **{f"{cluster}_{k}": v for k, v in executor_keys.items()}
     )
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(
-        **{
-            k if k in base else f"{name}_{k}": v
-            for k, v in params.items()
-            if k not in init_keys | {"submitit_folder"}
-        }
+        **{(k if k in generic else f"{cluster}_{k}"): v for k, v in params.items()}
     )
     sweep = launcher.config.hydra.sweep
-    log.info(f"Submitit '{name}' sweep output dir : {sweep.dir}")
     sweep_dir = Path(str(sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if "mode" in sweep:
         os.chmod(sweep_dir, mode=int(str(sweep.mode), 8))
-    job_params = []
-    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        job_params.append(
-            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-        )
-    return executor.map_array(launcher, *zip(*job_params, strict=True))
+    log.info("submitting %d %s job(s) for %s", len(job_overrides), cluster, sweep_dir)
+    state = Singleton.get_state()
+    numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+    for number, overrides in zip(numbers, job_overrides, strict=True):
+        log.info("  job %d: %s", number, " ".join(filter_overrides(overrides)))
+    return executor.map_array(
+        launcher,
+        [list(o) for o in job_overrides],
+        ["hydra.sweep.dir"] * len(job_overrides),
+        list(numbers),
+        [f"job_id_for_{n}" for n in numbers],
+        [state] * len(job_overrides),
+    )
