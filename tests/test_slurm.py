@@ -95,10 +95,9 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
     assert submitted == [f"{min(jobs, key=int)}_{i}" for i in range(2)]
 
 
-@pytest.mark.slow  # three tiny trials through SLURM, one of them cancelled: about two minutes
-def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retried_once(
-    slurm, tmp_path
-):
+def _sweep_and_interrupt_trial_1(slurm, tmp_path, command: str) -> tuple[int, str, list, str]:
+    """A 2-trial table3 sweep on the cluster whose trial-1 job gets ``scontrol``/``scancel``
+    ``command`` once it trains; returns (exit code, log, the study's trials, that job's id)."""
     sweep_dir = tmp_path / "sweep"
     args = [
         "-m",
@@ -112,7 +111,7 @@ def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retri
         "hydra.sweeper.max_failure_rate=0.5",  # one failed trial of a batch of two goes on
         f"hydra.sweep.dir={sweep_dir}",
         *TINY_RUN,
-        "train.epochs=3",  # 36 steps: still training when the cancellation arrives
+        "train.epochs=3",  # 36 steps: still training when the signal arrives
         "data.num_train=96",
         "data.num_val=24",
     ]
@@ -124,22 +123,31 @@ def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retri
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-        # Trial 1 is the second task of the first job array; cancel it once it trains.
+        # Trial 1 is the second task of the first job array; interrupt it once it trains.
         started = sweep_dir / "trial_1" / "config.yaml"
         deadline = time.time() + 300
         while not started.exists() and sweep.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         squeue = ["squeue", "-h", "-t", "RUNNING", "-o", "%i"]
         running = subprocess.run(squeue, env=slurm.env, capture_output=True, text=True).stdout
-        cancelled = next((j for j in running.split() if j.endswith("_1")), None)
-        assert cancelled is not None, f"trial 1's job is not running: {running!r}"
-        subprocess.run(["scancel", cancelled], env=slurm.env, check=True)
+        job = next((j for j in running.split() if j.endswith("_1")), None)
+        assert job is not None, f"trial 1's job is not running: {running!r}"
+        subprocess.run([*command.split(), job], env=slurm.env, check=True)
         code = sweep.wait(timeout=600)
         out.seek(0)
         log = out.read()
-    assert code == 0, log[-3000:]
     storage = open_storage(str(sweep_dir / JOURNAL_NAME))
     trials = optuna.load_study(study_name="table3_van_proxy", storage=storage).trials
+    return code, log, trials, job
+
+
+@pytest.mark.slow  # three tiny trials through SLURM, one of them cancelled: about two minutes
+def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retried_once(
+    slurm, tmp_path
+):
+    code, log, trials, cancelled = _sweep_and_interrupt_trial_1(slurm, tmp_path, "scancel")
+    sweep_dir = tmp_path / "sweep"
+    assert code == 0, log[-3000:]
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     failed, retry = trials[1], trials[2]
     reason = failed.user_attrs[co.REASON]
@@ -157,6 +165,17 @@ def test_a_trial_whose_slurm_job_is_cancelled_fails_with_the_reason_and_is_retri
     }
     results = json.loads((sweep_dir / "trial_1" / "results.json").read_text())
     assert retry.value == results["best"]["val_top1"]  # the retry ran in trial 1's directory
+
+
+@pytest.mark.slow  # two tiny trials through SLURM, one of them requeued: about two minutes
+def test_a_trial_whose_slurm_job_is_requeued_resumes_and_ends_with_one_value(slurm, tmp_path):
+    code, log, trials, _ = _sweep_and_interrupt_trial_1(slurm, tmp_path, "scontrol requeue")
+    assert code == 0, log[-3000:]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    results = json.loads((tmp_path / "sweep" / "trial_1" / "results.json").read_text())
+    assert results["status"] == "completed" and len(results["epochs"]) == 3
+    assert trials[1].value == results["best"]["val_top1"]
+    assert "stop signal 15 after" in (tmp_path / "sweep" / "trial_1" / "train.log").read_text()
 
 
 @pytest.mark.slow  # two three-epoch runs, one of them requeued: a few minutes on 2 shared cores

@@ -6,8 +6,9 @@ one job ends without a result (cancelled with ``scancel``, a node failure, the t
 running. Here the batch is submitted exactly as that launcher does (one job array, the same
 folders and parameters) and each job is waited for on its own; a job without a result becomes a
 FAILED return whose error, :class:`NoResult`, names the job and the state the cluster reports.
-So does a job that SIGTERM stopped while it trained (``scancel`` or preemption): it wrote a
-checkpoint and returned :class:`~van_ablate.errors.Preempted`, not a result::
+So does a job that SIGTERM stopped while it trained and that then ended (``scancel``): it wrote
+a checkpoint and returned :class:`~van_ablate.errors.Preempted`, not a result. A job that SLURM
+requeued after that SIGTERM is waited for: its next run resumes and its result counts::
 
     returns = launch(launcher, [["model.kernel_size=21"], ["model.kernel_size=7"]], 0)
     returns[1]._return_value  # NoResult('SLURM job 12_1 CANCELLED by 0')
@@ -61,11 +62,15 @@ def _result(job: Any, executor: str) -> JobReturn:
     except UncompletedJobError:
         return _no_result(job, executor)
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Preempted):
-        # SIGTERM came while training (scancel, preemption): a checkpoint, no result. A job
-        # that SLURM requeued instead runs on; its trial fails as before, not retried.
+        # SIGTERM came while training: a checkpoint, no result yet. A cancelled job has ended
+        # without one; a requeued one (scontrol requeue, preemption) resumes from that
+        # checkpoint in its next run, which overwrites the result: wait for it and read it.
         state = _final_state(job)
-        if state.split()[0] not in _NOT_ENDED:
-            return _no_result(job, executor, state, ret._return_value)
+        if state.split()[0] == "COMPLETED":
+            again = job.results()[0]
+            if not isinstance(again._return_value, Preempted):
+                return again
+        return _no_result(job, executor, state, ret._return_value)
     return ret
 
 
@@ -78,15 +83,18 @@ def _no_result(
     return JobReturn(status=JobStatus.FAILED, _return_value=error)
 
 
-def _final_state(job: Any, timeout_s: float = 60.0) -> str:
-    """The job's state once it has ended (a job stopped by a signal returns before it ends)."""
-    deadline = time.monotonic() + timeout_s
+def _final_state(job: Any, unknown_for_s: float = 120.0) -> str:
+    """The job's state once it has ended: a job stopped by a signal returns before it ends, and
+    a requeued one runs again first. Polled every 2 s for a minute, then every 30 s; a state
+    still UNKNOWN after ``unknown_for_s`` (a cluster without accounting) is taken as final."""
+    started = time.monotonic()
     while True:
         job.get_info(mode="force")  # sacct on SLURM, the process locally
         state = job.state
-        if state.split()[0] not in _NOT_ENDED or time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if state.split()[0] not in _NOT_ENDED or (state == "UNKNOWN" and waited > unknown_for_s):
             return state
-        time.sleep(2.0)
+        time.sleep(2.0 if waited < 60 else 30.0)
 
 
 def _submit(
