@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -59,20 +60,7 @@ def test_two_tasks_of_a_slurm_job_train_one_run_with_ddp_under_srun(slurm, image
 def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slurm, tmp_path):
     sweep_dir = tmp_path / "sweep"
     before = set(slurm.job_states())
-    args = [
-        "-m",
-        f"--config-dir={REPO / 'experiments'}",
-        "+study=table3",
-        "+launcher=slurm",
-        f"hydra.launcher.partition={slurm.partition}",
-        *SLURM_CPU_JOB,
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        f"hydra.sweep.dir={sweep_dir}",
-        *TINY_RUN,
-        "data.num_train=48",
-        "data.num_val=24",
-    ]
+    args = [*table3_on_slurm(slurm, sweep_dir), "data.num_train=48", "data.num_val=24"]
     proc = subprocess.run(
         [sys.executable, "-m", "van_ablate", *args],
         cwd=tmp_path,
@@ -100,17 +88,8 @@ def _sweep_and_interrupt_trial_1(slurm, tmp_path, command: str) -> tuple[int, st
     ``command`` once it trains; returns (exit code, log, the study's trials, that job's id)."""
     sweep_dir = tmp_path / "sweep"
     args = [
-        "-m",
-        f"--config-dir={REPO / 'experiments'}",
-        "+study=table3",
-        "+launcher=slurm",
-        f"hydra.launcher.partition={slurm.partition}",
-        *SLURM_CPU_JOB,
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
+        *table3_on_slurm(slurm, sweep_dir),
         "hydra.sweeper.max_failure_rate=0.5",  # one failed trial of a batch of two goes on
-        f"hydra.sweep.dir={sweep_dir}",
-        *TINY_RUN,
         "train.epochs=3",  # 36 steps: still training when the signal arrives
         "data.num_train=96",
         "data.num_val=24",
@@ -203,6 +182,22 @@ def test_a_requeued_slurm_job_resumes_from_its_step_with_the_uninterrupted_metri
     log = (run_dir / "train.log").read_text()
     assert "stop signal 15 after" in log  # SLURM's SIGTERM: a mid-epoch checkpoint, then exit
     assert "and 0 batches of epoch" not in log and "batches of epoch 2" in log
+
+
+def table3_on_slurm(slurm, sweep_dir: Path) -> list[str]:
+    """The app's arguments for a 2-trial ready table3 study, one SLURM job per trial."""
+    return [
+        "-m",
+        f"--config-dir={REPO / 'experiments'}",
+        "+study=table3",
+        "+launcher=slurm",
+        f"hydra.launcher.partition={slurm.partition}",
+        *SLURM_CPU_JOB,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_RUN,
+    ]
 
 
 def submit(slurm, cwd, command: list[str]) -> str:
