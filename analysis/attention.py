@@ -1,7 +1,7 @@
 """What LKA looks at: per-stage attention maps and a Grad-CAM of the prediction, across runs.
 
 For trained runs (their checkpoints, rebuilt by :func:`van_ablate.runs.load_run_model`) and a few
-images, one figure per image: a row per run (preset), the input, the attention of the last LKA
+images, one figure per image: a row per run (ablation), the input, the attention of the last LKA
 (``spatial_gating_unit``) of every stage, and the Grad-CAM (pytorch-grad-cam) of the predicted
 class on the last block of the deepest stage at least 4x4 wide (the last stage at 224 px), as the
 paper compares Grad-CAM maps of its models (Sec. 4.4)::
@@ -162,8 +162,8 @@ def _class_names(dataset) -> list[str]:
     return []
 
 
-def select_runs(folders: Sequence[Path], presets: Sequence[str], seed: int = 0) -> list[Path]:
-    """The run directory of each preset (``baseline``, ``k7``, ``no_sigmoid+k7``) with ``seed``,
+def select_runs(folders: Sequence[Path], ablations: Sequence[str], seed: int = 0) -> list[Path]:
+    """The run directory of each ablation (``baseline``, ``k7``, ``no_sigmoid+k7``) with ``seed``,
     in the order given, from the completed runs under ``folders``; the first found if several.
     """
     from van_ablate.analysis.collect import load_runs
@@ -171,21 +171,21 @@ def select_runs(folders: Sequence[Path], presets: Sequence[str], seed: int = 0) 
     runs = load_runs(folders).runs
     runs = runs[(runs["status"] == "completed") & (runs["seed"] == seed)]
     chosen = []
-    for preset in presets:
-        hits = runs[runs["presets"] == preset]["path"]
+    for ablation in ablations:
+        hits = runs[runs["ablations"] == ablation]["path"]
         if hits.empty:
-            known = ", ".join(sorted(set(runs["presets"]))) or "none"
+            known = ", ".join(sorted(set(runs["ablations"]))) or "none"
             allowed = f"no completed run with seed {seed} under the folders given (there: {known})"
-            raise ConfigError("--presets", preset, allowed)
+            raise ConfigError("--ablations", ablation, allowed)
         chosen.append(Path(hits.iloc[0]).parent)
     return chosen
 
 
 def run_label(run_dir: Path) -> str:
-    """The run's presets and seed (``k7 s0``), else its folder name."""
+    """The run's ablations and seed (``k7 s0``), else its folder name."""
     try:
         results = json.loads((run_dir / "results.json").read_text())
-        return f"{'+'.join(results['presets']) or 'default'} s{results['seed']}"
+        return f"{'+'.join(results['ablations']) or 'default'} s{results['seed']}"
     except (OSError, ValueError, KeyError):
         return run_dir.name
 
@@ -213,13 +213,15 @@ def _parser() -> argparse.ArgumentParser:
         description="LKA attention maps per stage and Grad-CAM, side by side across runs.",
     )
     p.add_argument(
-        "runs", nargs="+", help="run directories with checkpoints/, or with --presets, folders"
+        "runs", nargs="+", help="run directories with checkpoints/, or with --ablations, folders"
     )
     p.add_argument(
-        "--presets",
-        help="comma list of presets (baseline,k7): one run each, found under the folders given",
+        "--ablations",
+        help="comma list of ablations (baseline,k7): one run each, found under the folders given",
     )
-    p.add_argument("--seed", type=int, default=0, help="with --presets: the seed (default 0)")
+    # The flag's name before ablations had one name; kept for the commands people already have.
+    p.add_argument("--presets", dest="ablations", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help="with --ablations: the seed (default 0)")
     p.add_argument("--images", type=int, default=4, help="how many images (default 4)")
     p.add_argument("--image-dir", help="images to use (default: the first run's val split)")
     p.add_argument("--which", default="best", help="checkpoint: best or last (default best)")
@@ -252,8 +254,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if image_dir is not None and not image_dir.is_dir():
         raise ConfigError("--image-dir", args.image_dir, "no such folder")
     runs = [Path(r) for r in args.runs]
-    if args.presets:
-        runs = select_runs(runs, [p.strip() for p in args.presets.split(",")], args.seed)
+    if args.ablations:
+        runs = select_runs(runs, [p.strip() for p in args.ablations.split(",")], args.seed)
     for run in runs:
         if not (run / "checkpoints" / f"{args.which}.pt").is_file():
             raise ConfigError("runs", str(run), f"has no checkpoints/{args.which}.pt")

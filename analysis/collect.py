@@ -44,7 +44,7 @@ SPEC_COLUMNS = (
 #: counted); ``best_top1`` / ``final_top1`` in percent; ``epochs`` the epochs completed;
 #: ``images_per_sec`` the mean over epochs; ``path`` the results.json read.
 RUN_COLUMNS = (
-    "run_id", "source", "path", "status", "reason", "model", "arch", "recipe", "presets",
+    "run_id", "source", "path", "status", "reason", "model", "arch", "recipe", "ablations",
     *SPEC_COLUMNS,
     "layer_scale", "data", "num_classes", "img_size", "seed", "params", "params_counted", "macs",
     "macs_counted", "flops_paper", "best_epoch", "best_top1", "best_top5", "final_epoch",
@@ -163,7 +163,7 @@ def run_row(results: Any, *, source: str, path: str) -> dict[str, Any]:
         "model": results["model"],
         "arch": arch_of(results.get("config") or {}),
         "recipe": recipe_of(results.get("config") or {}),
-        "presets": "+".join(results.get("presets") or []),
+        "ablations": "+".join(results.get("ablations") or []),
         **spec_columns(spec),
         "layer_scale": bool(results.get("layer_scale", True)),
         "data": data.get("name"),

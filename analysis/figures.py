@@ -1,7 +1,7 @@
 """Report figures (matplotlib, PNG and SVG): top-1 against K and against MACs, curves, studies.
 
 The kernel-size figure redraws the paper's kernel-size table (Sec. 4.3) as a curve, the MACs figure
-puts Table 3's trade-off beside our runs and a study's Pareto front, the curves show each preset's
+puts Table 3's trade-off beside our runs and a study's Pareto front, the curves show each ablation's
 validation top-1 over seeds, and a study gets Optuna's own optimisation history and parameter
 importances. Each function returns a Figure, or None when its inputs hold nothing to draw.
 """
@@ -34,17 +34,17 @@ _DEFAULTS = {
 }
 
 
-# One colour per preset in every figure, in the paper's order (14 presets: tab10 would repeat).
-PRESET_COLOURS = {
-    name: plt.get_cmap("tab20").colors[i % 20] for i, name in enumerate(paper.PRESETS)
+# One colour per ablation in every figure, in the paper's order (14 ablations: tab10 would repeat).
+ABLATION_COLOURS = {
+    name: plt.get_cmap("tab20").colors[i % 20] for i, name in enumerate(paper.ABLATIONS)
 }
-_OTHER_COLOURS = plt.get_cmap("Dark2").colors  # labels that are not presets (NAS points)
+_OTHER_COLOURS = plt.get_cmap("Dark2").colors  # labels that are not ablations (NAS points)
 
 
 def colour(label: str, i: int = 0):
-    """The preset's colour (``k7``, ``van_proxy k7``), else the ``i``-th of a second palette."""
+    """The ablation's colour (``k7``, ``van_proxy k7``), else the ``i``-th of a second palette."""
     name = str(label).split()[-1] if label else ""
-    return PRESET_COLOURS.get(name, _OTHER_COLOURS[i % len(_OTHER_COLOURS)])
+    return ABLATION_COLOURS.get(name, _OTHER_COLOURS[i % len(_OTHER_COLOURS)])
 
 
 def chance(runs: pd.DataFrame) -> float | None:
@@ -154,7 +154,7 @@ def top1_vs_macs(
     front = ok[pareto_mask(ok["macs"].to_numpy(float), ok["top1"].to_numpy(float))]
     front = front.sort_values("macs")
     labels = list(dict.fromkeys(ok["label"]))
-    if len(labels) <= 20:  # a colour per preset (or per NAS label)
+    if len(labels) <= 20:  # a colour per ablation (or per NAS label)
         for i, label in enumerate(labels):
             mine = ok[ok["label"] == label]
             ax.scatter(mine["macs"], mine["top1"], s=22, color=colour(label, i), label=label)
@@ -187,7 +187,7 @@ def top1_vs_macs(
             row.top1,
             marker="*o^sDvP<>Xdh"[i % 12],
             s=60,
-            color=colour(row.preset, i),
+            color=colour(row.ablation, i),
             edgecolor="k" if on_front else "none",
             label=row.label,
         )
@@ -209,17 +209,17 @@ def top1_vs_macs(
 def top1_vs_speed(
     runs: pd.DataFrame, metric: str = "best_top1", chance_top1: float | None = None
 ) -> Figure | None:
-    """Top-1 (mean and 95% CI over seeds) against measured training images/s, per preset."""
+    """Top-1 (mean and 95% CI over seeds) against measured training images/s, per ablation."""
     done = runs[(runs["status"] == "completed")].dropna(subset=["images_per_sec", metric])
     if done.empty:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    groups = done.groupby(["model", "presets"], dropna=False)
-    for i, ((model, presets), group) in enumerate(groups):
+    groups = done.groupby(["model", "ablations"], dropna=False)
+    for i, ((model, ablations), group) in enumerate(groups):
         top1 = group.groupby("seed")[metric].mean().to_numpy(float)
         ci = mean_ci(top1)
         speed = group["images_per_sec"].astype(float)
-        label = presets or "(no preset)"
+        label = ablations or "(no ablation)"
         ax.errorbar(
             speed.mean(),
             ci.mean,
@@ -244,11 +244,11 @@ def top1_vs_speed(
 
 
 def curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
-    """Validation top-1 and train loss per epoch: per preset, mean over seeds and min-max band."""
-    labelled = epochs.merge(runs[["run_id", "presets", "kernel_size", "model"]], on="run_id")
+    """Validation top-1 and train loss per epoch: per ablation, mean over seeds and min-max band."""
+    labelled = epochs.merge(runs[["run_id", "ablations", "kernel_size", "model"]], on="run_id")
     if labelled.empty:
         return None
-    labelled["label"] = labelled["presets"].where(labelled["presets"] != "", "(no preset)")
+    labelled["label"] = labelled["ablations"].where(labelled["ablations"] != "", "(no ablation)")
     labelled["label"] = labelled["model"] + " " + labelled["label"]
     fig, (ax, lax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for i, (label, group) in enumerate(labelled.groupby("label")):

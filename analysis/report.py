@@ -177,7 +177,7 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
     """(macs, top1, label, kind, number) per finished trial of a study, else per run
     configuration.
 
-    ``label`` names the point as people know it: its presets (``no_dw_conv``), else its LKA
+    ``label`` names the point as people know it: its ablations (``no_dw_conv``), else its LKA
     (``K13 d2``) with the trial number; ``kind`` is "complete", "pruned" (its value is from the
     epochs it ran) or "infeasible" (outside the sweep's constraints); only complete points can
     be on the Pareto front. ``number`` is the trial's, NaN for run configurations.
@@ -196,9 +196,9 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
                  "number": done["number"]}
             )  # fmt: skip
     runs = data.runs[data.runs["status"] == "completed"]
-    keys = ["model", "presets", "kernel_size", "dilation", "arch", "macs"]
+    keys = ["model", "ablations", "kernel_size", "dilation", "arch", "macs"]
     grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
-    label = grouped["presets"].where(grouped["presets"] != "", _spec_label(grouped))
+    label = grouped["ablations"].where(grouped["ablations"] != "", _spec_label(grouped))
     return pd.DataFrame(
         {
             "macs": grouped["macs"],
@@ -214,9 +214,9 @@ def _trial_labels(trials: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
     of_study = runs[runs["study_name"] == trials["study_name"].iloc[0]] if len(trials) else runs
     linked = of_study.dropna(subset=["trial_number"]).drop_duplicates("trial_number")
     linked = linked.set_index("trial_number")
-    presets, specs = linked["presets"].to_dict(), _spec_label(linked).to_dict()
+    ablations, specs = linked["ablations"].to_dict(), _spec_label(linked).to_dict()
     return pd.Series(
-        [presets.get(n) or f"{specs.get(n, '')} #{n}".strip() for n in trials["number"]],
+        [ablations.get(n) or f"{specs.get(n, '')} #{n}".strip() for n in trials["number"]],
         index=trials.index,
     )
 

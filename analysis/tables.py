@@ -32,7 +32,7 @@ GROUP = ["model", "arch", "data", "img_size", "recipe"]
 
 #: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent.
 TABLE_COLUMNS = (
-    "table", "row", "preset", "model", "arch", "data", "img_size", "recipe", "paper_model",
+    "table", "row", "ablation", "model", "arch", "data", "img_size", "recipe", "paper_model",
     "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
     "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
@@ -62,7 +62,7 @@ def paper_rows(kind: str, models: Sequence[str] = ()) -> tuple[PaperRow, ...]:
             rows.append(
                 PaperRow(
                     label=f"{model} {'w/' if on else 'w/o'} LayerScale",
-                    preset="baseline" if on else "no_layer_scale",
+                    ablation="baseline" if on else "no_layer_scale",
                     model=model,
                     lka=LKASpec(),
                     layer_scale=on,
@@ -120,7 +120,7 @@ def _skeleton(kind: str, row: PaperRow, group: tuple | None) -> dict:
     return {
         "table": kind,
         "row": row.label,
-        "preset": row.preset,
+        "ablation": row.ablation,
         **keys,
         "paper_model": row.model,
         "paper_params_m": row.params,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from van_ablate.analysis.collect import RUN_COLUMNS, Collection, empty, run_row
 from van_ablate.checks import first_line
+from van_ablate.results import SCHEMA_VERSION
 
 log = logging.getLogger("analysis")
 
@@ -58,19 +59,19 @@ def collect_wandb(path: str, *, logged_in: bool, max_runs: int = 10_000) -> Coll
 def results_from_wandb(
     run_id: str, config: Mapping[str, Any], summary: Mapping[str, Any], tags: Sequence[str]
 ) -> dict[str, Any]:
-    """A results.json (schema 1, no epochs) from a training run's W&B config and summary.
+    """A results.json (current schema, no epochs) from a training run's W&B config and summary.
 
-    The training job sets the resolved config as the run config, its presets as tags after the
+    The training job sets the resolved config as the run config, its ablations as tags after the
     model name, and status / best / final / complexity / wall time as the summary.
     """
     model, data = config["model"], config["data"]
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "status": summary["status"],
         "reason": summary.get("reason"),
         "model": model["name"],
-        "presets": [t for t in tags if t != model["name"]],
+        "ablations": [t for t in tags if t != model["name"]],
         "lka": config["lka"],
         "layer_scale": model.get("layer_scale", True),
         "data": {

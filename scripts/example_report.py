@@ -3,7 +3,7 @@
 Reads what the sweeper's ready studies at ``scale=proxy`` left in ``multirun/`` (``table3``,
 ``kernel_size``, ``kernel_size_grid``, ``nas``, ``layer_scale``; ``scripts/run_proxy_studies.sh``
 runs them) and writes the report of all their runs beside the paper's figures into
-``docs/example_report``, with the attention maps of three presets (by name) in ``attention/``.
+``docs/example_report``, with the attention maps of three ablations (by name) in ``attention/``.
 From the repository root; every path inside the report is relative to it::
 
     .venv/bin/python scripts/example_report.py                 # studies without a folder skipped
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = next((s for s in search if Path(s).is_file()), None)
     argv = ["all", *dirs, "--out", args.out, "--format", "md,csv,html", "--no-svg"]
     code = report.main([*argv, *(["--storage", storage] if storage else [])])
-    maps = [dirs[0], "--presets", ",".join(ATTENTION), "--images", "2", "--no-svg"]
+    maps = [dirs[0], "--ablations", ",".join(ATTENTION), "--images", "2", "--no-svg"]
     return code or attention.main([*maps, "--out", f"{args.out}/attention"])
 
 

@@ -1,7 +1,7 @@
 """How long ``python -m van_ablate.analysis.report all`` takes on 100 runs and a 200-trial study.
 
 Makes the inputs with the report tests' fixtures (``tests/report_inputs.py``: every Table 3,
-kernel-size and LayerScale preset over seeds, and a two-objective study), then times the report
+kernel-size and LayerScale ablation over seeds, and a two-objective study), then times the report
 command as a user runs it, in a fresh process, import time included. From the repository root::
 
     .venv/bin/python scripts/report_benchmark.py --runs 100 --trials 200
@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from van_ablate.paper import PRESETS
+from van_ablate.paper import ABLATIONS
 
 # The inputs are the report tests' fixtures, which live with the tests (they are not shipped).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -28,13 +28,15 @@ from report_inputs import make_results, make_study, write_run  # noqa: E402
 def fabricate(root: Path, n_runs: int, n_trials: int, seed: int = 0) -> tuple[Path, str]:
     """``n_runs`` run directories under ``root/runs`` and an ``n_trials`` study in SQLite."""
     rng = random.Random(seed)
-    presets = sorted(PRESETS)
+    ablations = sorted(ABLATIONS)
     for i in range(n_runs):
-        preset = presets[i % len(presets)]
+        ablation = ablations[i % len(ablations)]
         top1 = 60 + rng.gauss(0, 2)
-        write_run(root / "runs", make_results(f"{preset}-s{i}", preset=preset, seed=i, top1=top1))
+        write_run(
+            root / "runs", make_results(f"{ablation}-s{i}", ablation=ablation, seed=i, top1=top1)
+        )
     trials = [
-        make_results(f"trial{i}", preset=rng.choice(presets), seed=i, top1=55 + rng.gauss(0, 4))
+        make_results(f"trial{i}", ablation=rng.choice(ablations), seed=i, top1=55 + rng.gauss(0, 4))
         for i in range(n_trials)
     ]
     storage = f"sqlite:///{root / 'study.db'}"

@@ -27,7 +27,7 @@ from van_ablate.data import DataConfig, DataInfo
 from van_ablate.io import atomic_torch_save, atomic_write_json
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelSpec
-from van_ablate.paper import PRESETS
+from van_ablate.paper import ABLATIONS
 from van_ablate.sweep.coordinator import SWEEP
 
 IMAGES_PER_EPOCH = 4000  # the built-in data's default training split
@@ -41,7 +41,7 @@ def _complexity(model: str, spec: LKASpec, layer_scale: bool, img_size: int, num
 def make_results(
     run_id: str,
     *,
-    preset: str = "baseline",
+    ablation: str = "baseline",
     seed: int = 0,
     top1: float = 50.0,
     model: str = "van_proxy",
@@ -50,14 +50,14 @@ def make_results(
     trial: tuple[str, int] | None = None,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A results.json document for ``preset`` whose best and final top-1 is ``top1``.
+    """A results.json document for ``ablation`` whose best and final top-1 is ``top1``.
 
     ``data`` overrides keys of the ``data`` config group (the built-in data by default).
 
-    >>> make_results("r0", preset="k7", seed=1, top1=61.5)["lka"]["kernel_size"]
+    >>> make_results("r0", ablation="k7", seed=1, top1=61.5)["lka"]["kernel_size"]
     7
     """
-    spec, layer_scale = PRESETS[preset]["lka"], PRESETS[preset]["layer_scale"]
+    spec, layer_scale = ABLATIONS[ablation]["lka"], ABLATIONS[ablation]["layer_scale"]
     data_cfg = DataConfig(**(data or {}))
     info = DataInfo(
         data_cfg.name,
@@ -72,7 +72,7 @@ def make_results(
     batch = config["train"]["batch_size"]
     return results.document(
         run_id=run_id,
-        run_name=f"{preset}-s{seed}",
+        run_name=f"{ablation}-s{seed}",
         status=status,
         reason=None if status == "completed" else f"made-up {status} run",
         model=ModelSpec(
@@ -82,7 +82,7 @@ def make_results(
             num_classes=info.num_classes,
             img_size=info.img_size,
         ),
-        presets=[preset],
+        ablations=[ablation],
         data=dataclasses.asdict(info),
         seed=seed,
         complexity=dict(_complexity(model, spec, layer_scale, info.img_size, info.num_classes)),

@@ -181,7 +181,7 @@ def test_without_dwd_conv_flops_gap_is_exactly_its_conv():
     """
     arch = ARCHS["van_b0"]
     base = van_cost(arch["dims"], arch["depths"])
-    row = next(r for r in paper.TABLE3 if r.preset == "no_dwd_conv")
+    row = next(r for r in paper.TABLE3 if r.ablation == "no_dwd_conv")
     without = van_cost(arch["dims"], arch["depths"], lka=row.lka)
     sides = stage_sides(224)
     positions = sum(
@@ -207,14 +207,14 @@ def test_registered_architectures_are_the_paper_figures_model_table():
             assert list(ARCHS[name]["depths"]) == printed["depths"]
 
 
-def test_kernel_rows_resolve_to_the_papers_dilation_and_presets_cover_every_row():
+def test_kernel_rows_resolve_to_the_papers_dilation_and_ablations_cover_every_row():
     printed_d = {r["K"]: r["d"] for r in paper.FIGURES["kernel_size_table"]}
     assert {r.lka.kernel_size: r.lka.resolved_dilation for r in paper.KERNEL_TABLE} == printed_d
     expected = {"no_dw_conv", "no_dwd_conv", "no_attention", "attention_add", "no_pw_conv"}
     expected |= {"sigmoid", "dense_conv", "baseline", "k7", "k14", "k21", "k28", "no_layer_scale"}
-    assert set(paper.PRESETS) == expected
-    assert paper.PRESETS["no_layer_scale"]["layer_scale"] is False
-    assert paper.PRESETS["baseline"]["lka"] == LKASpec()
+    assert set(paper.ABLATIONS) == expected
+    assert paper.ABLATIONS["no_layer_scale"]["layer_scale"] is False
+    assert paper.ABLATIONS["baseline"]["lka"] == LKASpec()
 
 
 # A consistency test: the reference lives outside the package, so nothing can derive from it.
@@ -274,7 +274,7 @@ def test_cli_prints_markdown_and_csv(capsys):
 def test_cli_composed_model_finds_its_paper_row(capsys):
     assert main(["--model", "van_b0", "--lka.kernel_size", "7", "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
-    assert row["table"] == "composed" and row["preset"] == "k7"
+    assert row["table"] == "composed" and row["ablation"] == "k7"
     assert row["params_printed"] == 4.03 and row["matches_paper"] is True
 
 
@@ -328,7 +328,7 @@ def test_cli_takes_the_apps_override_syntax_with_the_options_as_aliases(capsys):
     overrides = json.loads(capsys.readouterr().out)["rows"]
     assert main(["--model", "van_b0", "--lka.kernel_size", "7", "--format", "json"]) == 0
     assert overrides == json.loads(capsys.readouterr().out)["rows"]
-    assert overrides[0]["preset"] == "k7"
+    assert overrides[0]["ablation"] == "k7"
 
 
 def test_cli_composed_architecture_change_has_no_paper_row(capsys):
@@ -336,7 +336,7 @@ def test_cli_composed_architecture_change_has_no_paper_row(capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     (row,) = out["rows"]
-    assert out["img_size"] == 64 and row["preset"] is None and row["matches_paper"] is None
+    assert out["img_size"] == 64 and row["ablation"] is None and row["matches_paper"] is None
     assert (
         row["params"]
         == row["params_counted"]

@@ -25,25 +25,25 @@ def studies(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     table3 = tmp_path / "multirun" / f"table3_{example_report.MODEL}"
     runs = []
-    for i, preset in enumerate(TABLE3):
+    for i, ablation in enumerate(TABLE3):
         for seed in (0, 1):
             r = make_results(
                 f"trial_{len(runs)}",
-                preset=preset,
+                ablation=ablation,
                 seed=seed,
                 top1=60.0 + i + seed,
                 trial=(table3.name, len(runs)),
                 data={"num_train": 8, "num_val": 4, "cache_dir": "cache"},
             )
             run = write_run(table3, r)
-            if seed == 0 and preset in example_report.ATTENTION:
+            if seed == 0 and ablation in example_report.ATTENTION:
                 write_checkpoint(run, which="best")
             runs.append(r)
     journal = optuna.storages.journal.JournalFileBackend(str(table3 / "optuna_journal.log"))
     make_study(optuna.storages.JournalStorage(journal), table3.name, runs, results_root=table3)
     layer_scale = tmp_path / "multirun" / f"layer_scale_{example_report.MODEL}"
     for seed in (0, 1):
-        write_run(layer_scale, make_results(f"ls{seed}", preset="no_layer_scale", seed=seed))
+        write_run(layer_scale, make_results(f"ls{seed}", ablation="no_layer_scale", seed=seed))
     return tmp_path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -12,14 +13,14 @@ import pytest
 from conftest import TINY_RUN, read_results, run_app
 from report_inputs import make_results, make_study, write_run
 
-from van_ablate import paper
+from van_ablate import paper, results
 from van_ablate.analysis import render
 from van_ablate.analysis.collect import RUN_COLUMNS, load_runs
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import TABLE_COLUMNS, build_table
 from van_ablate.errors import ConfigError
 
-# preset, seed, best top-1
+# ablation, seed, best top-1
 RUNS = [
     ("baseline", 0, 60.0),
     ("baseline", 1, 62.0),
@@ -34,17 +35,19 @@ RUNS = [
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for preset, seed, top1 in RUNS:
-        write_run(root, make_results(f"{preset}-s{seed}", preset=preset, seed=seed, top1=top1))
-    write_run(root, make_results("sigmoid-s0", preset="sigmoid", status="diverged", top1=10.0))
+    for ablation, seed, top1 in RUNS:
+        write_run(
+            root, make_results(f"{ablation}-s{seed}", ablation=ablation, seed=seed, top1=top1)
+        )
+    write_run(root, make_results("sigmoid-s0", ablation="sigmoid", status="diverged", top1=10.0))
     (root / "torn").mkdir()
     (root / "torn" / "results.json").write_text('{"schema_version": 1, "run_id": "to')
     (root / "foreign").mkdir()
     (root / "foreign" / "results.json").write_text(json.dumps({"accuracy": 0.9}))
-    partial = make_results("partial", preset="k14")
+    partial = make_results("partial", ablation="k14")
     del partial["lka"]
     write_run(root, partial)
-    wrong_type = make_results("wrong_type", preset="k14")
+    wrong_type = make_results("wrong_type", ablation="k14")
     wrong_type["data"] = "builtin"
     write_run(root, wrong_type)
     # resume=never moved an earlier baseline-s0 aside: it must not count as another seed
@@ -63,6 +66,17 @@ def test_collection_has_one_row_per_readable_run_with_documented_columns(collect
     k7 = collection.runs.set_index("run_id").loc["k7-s0"]
     assert (k7["kernel_size"], k7["dilation"], k7["best_top1"]) == (7, 2, 50.0)
     assert len(collection.epochs) == 3 * (len(RUNS) + 1)
+
+
+def test_a_schema_2_results_json_reads_with_its_presets_as_ablations(tmp_path):
+    current = make_results("k7-s0", ablation="k7")
+    old = copy.deepcopy(current)
+    old["schema_version"] = 2
+    old["presets"] = old.pop("ablations")
+    assert results.readable(old) and results.upgrade(old) == current
+    write_run(tmp_path, old)
+    [row] = load_runs([tmp_path]).runs.to_dict("records")
+    assert (row["run_id"], row["ablations"], row["kernel_size"]) == ("k7-s0", "k7", 7)
 
 
 def test_corrupt_partial_and_foreign_files_are_skipped_and_named(runs_dir, caplog):
@@ -148,7 +162,7 @@ def test_layer_scale_table_adds_our_models_after_the_papers(collection):
 
 def test_runs_of_another_recipe_are_not_pooled(tmp_path):
     for seed, (epochs, top1) in enumerate([(10, 60.0), (10, 62.0), (50, 70.0)]):
-        r = make_results(f"b{seed}", preset="baseline", seed=seed, top1=top1)
+        r = make_results(f"b{seed}", ablation="baseline", seed=seed, top1=top1)
         r["config"]["train"] = {"epochs": epochs}
         write_run(tmp_path, r)
     table = build_table("kernel", load_runs([tmp_path]).runs)
@@ -184,7 +198,7 @@ def test_unknown_table_is_a_config_error(collection):
 
 
 def test_study_trials_carry_states_values_and_user_attributes(tmp_path):
-    runs = [make_results(f"t{i}", preset=p, top1=50.0 + i) for i, p in enumerate(["k7", "k14"])]
+    runs = [make_results(f"t{i}", ablation=p, top1=50.0 + i) for i, p in enumerate(["k7", "k14"])]
     for r in runs:
         write_run(tmp_path / "runs", r)
     journal = tmp_path / "journal.log"
@@ -239,7 +253,7 @@ def test_infeasible_and_pruned_trials_are_marked_and_pruned_keep_their_values(tm
 
 def test_runs_repeating_a_seed_are_averaged_before_the_spread_over_seeds(tmp_path):
     for run_id, seed, top1 in [("a", 0, 60.0), ("b", 0, 64.0), ("c", 1, 70.0)]:
-        write_run(tmp_path, make_results(run_id, preset="baseline", seed=seed, top1=top1))
+        write_run(tmp_path, make_results(run_id, ablation="baseline", seed=seed, top1=top1))
     table = build_table("kernel", load_runs([tmp_path]).runs)
     k21 = table.set_index("row").loc["K=21"]
     assert k21["top1_mean"] == pytest.approx((62.0 + 70.0) / 2)
@@ -253,7 +267,7 @@ def test_report_inputs_have_the_layout_a_real_training_run_writes(tmp_path):
     args += [f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = run_app(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    real, made = read_results(tmp_path / "run"), make_results("r", preset="baseline")
+    real, made = read_results(tmp_path / "run"), make_results("r", ablation="baseline")
 
     def layout(doc: dict) -> dict:
         return {k: layout(v) if isinstance(v, dict) else None for k, v in doc.items()}

@@ -12,15 +12,15 @@ from van_ablate import builtin_data
 from van_ablate.analysis import attention
 from van_ablate.runs import load_run_model
 
-PRESETS = ("baseline", "sigmoid", "no_pw_conv")
+ABLATIONS = ("baseline", "sigmoid", "no_pw_conv")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("att")
     dirs = []
-    for i, preset in enumerate(PRESETS):
-        run = write_run(root / "runs", make_results(f"{preset}-s0", preset=preset))
+    for i, ablation in enumerate(ABLATIONS):
+        run = write_run(root / "runs", make_results(f"{ablation}-s0", ablation=ablation))
         write_checkpoint(run, seed=i, which="best")
         dirs.append(run)
     images = root / "images"
@@ -68,7 +68,7 @@ def test_a_run_without_the_checkpoint_is_one_line_and_exit_2(runs, capsys, tmp_p
 
 
 def test_images_default_to_the_runs_own_validation_split(tmp_path):
-    results = make_results("b", preset="baseline")
+    results = make_results("b", ablation="baseline")
     results["config"]["data"].update(num_train=16, num_val=8, cache_dir=str(tmp_path / "cache"))
     run = write_run(tmp_path / "runs", results)
     write_checkpoint(run, which="last")
@@ -97,26 +97,35 @@ def test_figure_has_colorbars_and_puts_the_true_class_beside_the_predicted_one()
     assert cells[7].get_xlabel() == "pred column\ntrue column ✓"
 
 
-def test_runs_are_chosen_by_preset_name_and_seed(runs, tmp_path):
+def test_runs_are_chosen_by_ablation_name_and_seed(runs, tmp_path):
     dirs, images = runs
     root = dirs[0].parent
     assert attention.select_runs([root], ["no_pw_conv", "baseline"]) == [dirs[2], dirs[0]]
     out = tmp_path / "out"
-    argv = [str(root), "--presets", "sigmoid,baseline", "--image-dir", str(images)]
+    argv = [str(root), "--ablations", "sigmoid,baseline", "--image-dir", str(images)]
     assert attention.main([*argv, "--images", "1", "--out", str(out), "--no-svg"]) == 0
     assert (out / "attention_0.png").is_file()
 
 
-def test_a_preset_without_a_run_is_one_line_naming_it(runs, capsys):
+def test_an_ablation_without_a_run_is_one_line_naming_it(runs, capsys):
     dirs, images = runs
-    code = attention.main([str(dirs[0].parent), "--presets", "k7", "--image-dir", str(images)])
+    code = attention.main([str(dirs[0].parent), "--ablations", "k7", "--image-dir", str(images)])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--presets" in err and "k7" in err
+    assert code == 2 and err.count("\n") == 1 and "--ablations" in err and "k7" in err
+
+
+def test_the_former_presets_flag_still_chooses_runs_but_is_not_listed(runs, tmp_path, capsys):
+    dirs, images = runs
+    out = tmp_path / "out"
+    argv = [str(dirs[0].parent), "--presets", "baseline", "--image-dir", str(images)]
+    assert attention.main([*argv, "--images", "1", "--out", str(out), "--no-svg"]) == 0
+    assert (out / "attention_0.png").is_file()
+    assert "--presets" not in attention._parser().format_help()
 
 
 def test_images_of_the_validation_split_come_with_their_true_classes_and_names(tmp_path):
     data = {"num_train": 8, "num_val": 4, "cache_dir": str(tmp_path / "cache")}
-    run = write_run(tmp_path / "runs", make_results("b", preset="baseline", data=data))
+    run = write_run(tmp_path / "runs", make_results("b", ablation="baseline", data=data))
     _, _, labels, names = attention.load_images(run, 3, None)
     assert names == list(builtin_data.CLASSES)
     _, val = builtin_data.load(8, 4, seed=0, cache_dir=tmp_path / "cache")

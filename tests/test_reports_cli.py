@@ -19,16 +19,18 @@ from van_ablate.analysis.studies import load_study, trials_frame
 from van_ablate.analysis.tables import build_table
 from van_ablate.analysis.wandb_io import collect_wandb, results_from_wandb, upload_report
 
-PRESETS = ["baseline", "k7", "k14", "k28", "no_dw_conv", "sigmoid", "no_layer_scale"]
+ABLATIONS = ["baseline", "k7", "k14", "k28", "no_dw_conv", "sigmoid", "no_layer_scale"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     runs = []
-    for i, preset in enumerate(PRESETS):
+    for i, ablation in enumerate(ABLATIONS):
         for seed in (0, 1):
-            r = make_results(f"{preset}-s{seed}", preset=preset, seed=seed, top1=50.0 + i + seed)
+            r = make_results(
+                f"{ablation}-s{seed}", ablation=ablation, seed=seed, top1=50.0 + i + seed
+            )
             write_run(root / "runs", r)
             runs.append(r)
     (root / "runs" / "torn").mkdir()
@@ -55,7 +57,7 @@ def test_report_all_writes_every_table_format_and_figure_non_empty(full_report):
         for fmt in ("png", "svg"):
             assert (full_report / "figures" / f"{fig}.{fmt}").stat().st_size > 1000, fig
     assert (full_report / "figures" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((full_report / "trials.csv").read_text().splitlines()) == 1 + 2 * len(PRESETS)
+    assert len((full_report / "trials.csv").read_text().splitlines()) == 1 + 2 * len(ABLATIONS)
 
 
 def test_pareto_front_lists_the_non_dominated_trials(full_report):
@@ -99,8 +101,8 @@ def test_pareto_points_of_a_study_use_its_objectives(inputs):
     data = load_runs([root / "runs"])
     data.trials = trials_frame(load_study(storage, "nas"))
     points = report.pareto_points(data)
-    assert len(points) == 2 * len(PRESETS)
-    assert points["top1"].max() == 50.0 + len(PRESETS) - 1 + 1
+    assert len(points) == 2 * len(ABLATIONS)
+    assert points["top1"].max() == 50.0 + len(ABLATIONS) - 1 + 1
     assert (points["macs"] > 1e6).all()
 
 
@@ -151,7 +153,7 @@ def test_wandb_collection_without_a_key_warns_once_and_collects_nothing(caplog):
 
 
 def test_results_rebuilt_from_a_wandb_run_land_in_the_paper_row():
-    doc = make_results("x", preset="k7", seed=3, top1=51.0)
+    doc = make_results("x", ablation="k7", seed=3, top1=51.0)
     config = {
         "model": {"name": "van_proxy", "layer_scale": True, "dims": None},
         "lka": {k: v for k, v in doc["lka"].items() if k != "resolved_dilation"},
@@ -162,7 +164,7 @@ def test_results_rebuilt_from_a_wandb_run_land_in_the_paper_row():
     summary = {k: doc[k] for k in ("status", "best", "final", "complexity", "wall_time_s")}
     rebuilt = results_from_wandb("abc", config, summary, ["van_proxy", "k7"])
     row = run_row(rebuilt, source="wandb", path="wandb:me/p/abc")
-    assert (row["presets"], row["kernel_size"], row["best_top1"]) == ("k7", 7, 51.0)
+    assert (row["ablations"], row["kernel_size"], row["best_top1"]) == ("k7", 7, 51.0)
     table = build_table("kernel", pd.DataFrame([row])).set_index("row")
     assert table.loc["K=7", "top1_mean"] == 51.0
 

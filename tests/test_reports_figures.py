@@ -1,4 +1,4 @@
-"""Readable figures: preset names and colours, chance line, full scale, warnings on thin studies."""
+"""Readable figures: ablation names and colours, chance line, full scale, thin-study warnings."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ from van_ablate.analysis import figures, report
 from van_ablate.analysis.collect import load_runs
 from van_ablate.analysis.studies import load_study, trials_frame
 
-PRESETS = ["baseline", "k7", "no_dw_conv", "no_dwd_conv"]
+ABLATIONS = ["baseline", "k7", "no_dw_conv", "no_dwd_conv"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Two seeds per preset, each run a trial of the study ``t3`` (as the sweeper links them)."""
+    """Two seeds per ablation, each run a trial of the study ``t3`` (as the sweeper links them)."""
     root = tmp_path_factory.mktemp("fig")
     runs = []
-    for i, preset in enumerate(PRESETS):
+    for i, ablation in enumerate(ABLATIONS):
         for seed in (0, 1):
             trial = ("t3", len(runs))
             r = make_results(
-                f"{preset}-s{seed}", preset=preset, seed=seed, top1=40.0 + 5 * i, trial=trial
+                f"{ablation}-s{seed}", ablation=ablation, seed=seed, top1=40.0 + 5 * i, trial=trial
             )
             write_run(root / "runs", r)
             runs.append(r)
@@ -34,19 +34,19 @@ def inputs(tmp_path_factory):
     return root, storage, data
 
 
-def test_pareto_points_are_named_by_their_preset_not_their_trial_number(inputs):
+def test_pareto_points_are_named_by_their_ablation_not_their_trial_number(inputs):
     _, _, data = inputs
     points = report.pareto_points(data)
-    assert sorted(set(points["label"])) == sorted(PRESETS)
+    assert sorted(set(points["label"])) == sorted(ABLATIONS)
     front = report.pareto_front(data)
-    assert set(front["label"]) <= set(PRESETS)
+    assert set(front["label"]) <= set(ABLATIONS)
 
 
-def test_each_preset_has_its_own_colour():
-    assert len({figures.PRESET_COLOURS[p] for p in figures.PRESET_COLOURS}) == len(
-        figures.PRESET_COLOURS
+def test_each_ablation_has_its_own_colour():
+    assert len({figures.ABLATION_COLOURS[p] for p in figures.ABLATION_COLOURS}) == len(
+        figures.ABLATION_COLOURS
     )
-    assert figures.colour("van_proxy k7") == figures.PRESET_COLOURS["k7"]
+    assert figures.colour("van_proxy k7") == figures.ABLATION_COLOURS["k7"]
 
 
 def _chance_lines(ax):
@@ -60,7 +60,7 @@ def test_speed_figure_puts_top1_on_the_full_scale_with_the_chance_line(inputs):
     assert ax.get_ylim() == (0.0, 100.0)
     (line,) = _chance_lines(ax)  # the runs are on the built-in data's 4 classes
     assert line.get_ydata()[0] == pytest.approx(25.0)
-    assert {t.get_text() for t in ax.texts} == set(PRESETS)
+    assert {t.get_text() for t in ax.texts} == set(ABLATIONS)
     assert "measured training images/s" in ax.get_xlabel()
 
 

@@ -90,7 +90,7 @@ def test_direction_is_asked_only_where_the_paper_moved_half_a_point():
     assert stats.agrees(math.nan, -3.0) is None
 
 
-# preset -> best top-1 per seed: k7 clearly below, no_dw_conv within noise, one seed of sigmoid
+# ablation -> best top-1 per seed: k7 clearly below, no_dw_conv within noise, one seed of sigmoid
 RUNS = {
     "baseline": [80.0, 82.0, 81.0],
     "k7": [60.0, 61.0, 59.5],
@@ -103,9 +103,11 @@ RUNS = {
 @pytest.fixture(scope="module")
 def table3(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for preset, values in RUNS.items():
+    for ablation, values in RUNS.items():
         for seed, top1 in enumerate(values):
-            write_run(root, make_results(f"{preset}-s{seed}", preset=preset, seed=seed, top1=top1))
+            write_run(
+                root, make_results(f"{ablation}-s{seed}", ablation=ablation, seed=seed, top1=top1)
+            )
     return build_table("table3", load_runs([root]).runs).set_index("row")
 
 

@@ -54,8 +54,8 @@ def test_one_epoch_on_an_image_folder_writes_the_whole_run_directory(image_folde
     run_dir = tmp_path / "run"
     assert run(folder_run(image_folder, run_dir, "+ablation=k7")) == 0
     r = read_results(run_dir)
-    assert r["schema_version"] == 2 and r["status"] == "completed" and r["reason"] is None
-    assert (r["model"], r["presets"], r["layer_scale"]) == ("van_proxy", ["k7"], True)
+    assert r["schema_version"] == 3 and r["status"] == "completed" and r["reason"] is None
+    assert (r["model"], r["ablations"], r["layer_scale"]) == ("van_proxy", ["k7"], True)
     assert r["lka"]["kernel_size"] == 7 and r["lka"]["resolved_dilation"] == 2
     data = r["data"]
     assert (data["name"], data["num_classes"], data["img_size"]) == ("imagefolder", 3, 32)
@@ -85,6 +85,7 @@ def test_a_schema_1_results_json_reads_with_its_keys_renamed(image_folder, tmp_p
     current = read_results(run_dir)
     old = copy.deepcopy(current)
     old["schema_version"] = 1
+    old["presets"] = old.pop("ablations")
     old["setup"]["epochs"] = old["setup"].pop("total_epochs")
     assert old["setup"]["epochs"] == 2  # train.epochs=1 plus the cooldown
     assert results.readable(old) and results.upgrade(old) == current
@@ -127,7 +128,7 @@ def test_several_objectives_return_one_value_each(image_folder, tmp_path):
     overrides = [o for o in overrides if not o.startswith("hydra.")]
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    values = train_job(cfg, tmp_path / "run", presets=[])
+    values = train_job(cfg, tmp_path / "run", ablations=[])
     r = read_results(tmp_path / "run")
     assert values == [r["final"]["val_top1"], r["complexity"]["macs"]]
     assert set(r["objective"]["names"]) <= set(OBJECTIVE_FIELDS)
@@ -185,7 +186,7 @@ def test_in_a_multirun_job_a_divergence_is_raised_for_the_sweeper(image_folder, 
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with pytest.raises(Diverged):
-        train_job(cfg, tmp_path / "run", presets=[])
+        train_job(cfg, tmp_path / "run", ablations=[])
     assert read_results(tmp_path / "run")["status"] == "diverged"
 
 

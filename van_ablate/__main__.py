@@ -43,7 +43,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 from van_ablate import checks
 from van_ablate.config import CONF_PACKAGE, Config, register_configs, validate
 from van_ablate.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError, Diverged, Preempted
-from van_ablate.runs import presets_from_overrides, run_name
+from van_ablate.runs import ablations_from_overrides, run_name
 
 OmegaConf.register_new_resolver("van_ablate.run_name", run_name, replace=True)
 register_configs()
@@ -67,10 +67,10 @@ def task(cfg: DictConfig) -> float | list[float]:
     global _task_started
     _task_started = True
     hc = HydraConfig.get()
-    presets = presets_from_overrides(hc.overrides.task) or _preset_choice(hc)
+    ablations = ablations_from_overrides(hc.overrides.task) or _ablation_choice(hc)
     run_dir = Path(hc.runtime.output_dir)
     try:
-        return train_job(cfg, run_dir, presets, parallel_jobs=_jobs_side_by_side(hc))
+        return train_job(cfg, run_dir, ablations, parallel_jobs=_jobs_side_by_side(hc))
     except (ConfigError, Diverged, Preempted) as err:
         if isinstance(err, ConfigError):
             _discard_if_untouched(run_dir)
@@ -91,7 +91,7 @@ def _discard_if_untouched(run_dir: Path) -> None:
 
 
 def train_job(
-    cfg: DictConfig, run_dir: Path, presets: list[str], *, parallel_jobs: int = 1
+    cfg: DictConfig, run_dir: Path, ablations: list[str], *, parallel_jobs: int = 1
 ) -> float | list[float]:
     """Validate ``cfg``, train in ``run_dir``, return the objective (one float or a list).
 
@@ -103,9 +103,9 @@ def train_job(
 
     configure_threads(os.environ, parallel_jobs=parallel_jobs)
     results = job.run(
-        validate(cfg, presets),
+        validate(cfg, ablations),
         run_dir,
-        presets=presets,
+        ablations=ablations,
         resolved=OmegaConf.to_container(cfg, resolve=True),
         dist=DistEnv.from_env(dict(os.environ)),
     )
@@ -186,7 +186,7 @@ def _user_wants_traceback() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _preset_choice(hc: DictConfig) -> list[str]:
+def _ablation_choice(hc: DictConfig) -> list[str]:
     choice = hc.runtime.choices.get("ablation")
     return [choice] if isinstance(choice, str) else []
 

@@ -1,11 +1,11 @@
 """The training job's config schema, and the one place it is checked.
 
 Hydra composes ``conf/`` onto :class:`Config` (registered as ``base_config``), so unknown keys
-and wrong types fail at composition; :func:`validate` then checks values and the ablation
-presets (paper Table 3, the kernel-size and LayerScale tables) and returns plain dataclasses that
-the rest of the code trusts::
+and wrong types fail at composition; :func:`validate` then checks values and the ablations
+(paper Table 3, the kernel-size and LayerScale tables) and returns plain dataclasses that the
+rest of the code trusts::
 
-    cfg = validate(dict_config, presets=["no_dw_conv", "sigmoid"])
+    cfg = validate(dict_config, ablations=["no_dw_conv", "sigmoid"])
     cfg.lka  # LKASpec(dw_conv=False, gate='sigmoid', ...)
 """
 
@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from timm.optim import list_optimizers
 
 from van_ablate import checks
+from van_ablate.ablation import CONF_PACKAGE as CONF_PACKAGE  # where the entry point finds conf/
+from van_ablate.ablation import check_ablations
 from van_ablate.data import DataConfig
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelConfig, ModelSpec
-from van_ablate.presets import CONF_PACKAGE as CONF_PACKAGE  # where the entry point finds conf/
-from van_ablate.presets import check_presets
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.van import ARCHS
 
@@ -117,12 +117,12 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
-def validate(cfg: DictConfig | Config, presets: Sequence[str] = ()) -> Config:
+def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
     """Check every value Hydra's types cannot, and return the config as plain dataclasses.
 
     Raises :class:`ConfigError` naming the key, the value and what is allowed.
     """
-    check_presets(presets)
+    check_ablations(ablations)
     if isinstance(cfg, DictConfig):
         _check_keys(cfg, Config)
         cfg = OmegaConf.to_object(cfg)

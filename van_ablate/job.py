@@ -2,7 +2,7 @@
 :class:`~van_ablate.train.Trainer` (the loop) + :class:`~van_ablate.record.RunRecord` (what the
 run leaves behind). Bad input fails here, before any file is written::
 
-    results = run(cfg, run_dir, presets=["k7"], resolved=config_dict, dist=DistEnv())
+    results = run(cfg, run_dir, ablations=["k7"], resolved=config_dict, dist=DistEnv())
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def run(
     cfg: Config,
     run_dir: Path,
     *,
-    presets: list[str],
+    ablations: list[str],
     resolved: dict[str, Any],
     dist: DistEnv | None = None,
 ) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def run(
     record = RunRecord(
         cfg,
         run_dir,
-        presets=list(presets),
+        ablations=list(ablations),
         resolved=resolved,
         dist=dist,
         description=description,

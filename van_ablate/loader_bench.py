@@ -33,12 +33,12 @@ import yaml
 from PIL import Image
 
 from van_ablate import checks
+from van_ablate.ablation import CONF_PACKAGE
 from van_ablate.bench import benchmark
 from van_ablate.cli_args import OneLineParser
 from van_ablate.data import DataConfig, build_loaders
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.hardware import available_cpus, configure_threads
-from van_ablate.presets import CONF_PACKAGE
 from van_ablate.van import ARCHS
 
 __all__ = ["LoaderSetting", "default_settings", "loader_images_per_sec", "main", "write_jpegs"]

@@ -1,15 +1,15 @@
-"""The paper's printed figures, and the LKA spec and preset name behind every ablation row.
+"""The paper's printed figures, and the LKA spec and ablation behind every ablation row.
 
 Loads ``paper_figures.yaml``, a verbatim copy of the reference figures of "Visual Attention
 Network" (Guo et al. 2022): Table 3 (LKA components), the kernel-size table, the LayerScale
 table, the model table (Table 2 sizes) and the official training recipe. This module is the one
-place that says which row is which ablation preset; what a preset switches is said once, in its
-``conf/ablation/<preset>.yaml`` (read through :mod:`van_ablate.presets`). The complexity tables
-and the reports import it::
+place that says which row is which ablation; what an ablation switches is said once, in its
+``conf/ablation/<ablation>.yaml`` (read through :mod:`van_ablate.ablation`). The complexity
+tables and the reports import it::
 
     from van_ablate import paper
-    row = paper.TABLE3[0]          # PaperRow(label='w/o DW-Conv', preset='no_dw_conv', ...)
-    paper.PRESETS["k7"]["lka"]     # LKASpec(kernel_size=7, ...)
+    row = paper.TABLE3[0]          # PaperRow(label='w/o DW-Conv', ablation='no_dw_conv', ...)
+    paper.ABLATIONS["k7"]["lka"]   # LKASpec(kernel_size=7, ...)
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from typing import Any
 
 import yaml
 
+from van_ablate.ablation import ablation_model
 from van_ablate.lka import LKASpec
-from van_ablate.presets import preset_model
 
 __all__ = [
     "FIGURES",
     "KERNEL_TABLE",
     "LAYER_SCALE_TABLE",
     "MODELS",
-    "PRESETS",
+    "ABLATIONS",
     "RECIPE",
     "TABLE3",
     "THROUGHPUT",
@@ -42,8 +42,8 @@ FIGURES: dict[str, Any] = yaml.safe_load(
     resources.files("van_ablate").joinpath("paper_figures.yaml").read_text(encoding="utf-8")
 )
 
-# Table 3 row label -> the preset that builds it (conf/ablation/<preset>.yaml says how).
-_TABLE3_PRESETS: dict[str, str] = {
+# Table 3 row label -> the ablation that builds it (conf/ablation/<ablation>.yaml says how).
+_TABLE3_ABLATIONS: dict[str, str] = {
     "w/o DW-Conv": "no_dw_conv",
     "w/o DW-D-Conv": "no_dwd_conv",
     "w/o Attention": "no_attention",
@@ -57,15 +57,15 @@ _TABLE3_PRESETS: dict[str, str] = {
 
 @dataclasses.dataclass(frozen=True)
 class PaperRow:
-    """One printed row: our preset and model for it, and the paper's Params, FLOPs and top-1.
+    """One printed row: our ablation and model for it, and the paper's Params, FLOPs and top-1.
 
     ``params`` is in millions and ``flops`` in G multiply-adds (paper convention), both as
     printed with ``params_decimals`` / ``flops_decimals`` digits; ``top1`` is None where the
-    paper gives no ImageNet-1K figure. ``preset`` is None for the model table.
+    paper gives no ImageNet-1K figure. ``ablation`` is None for the model table.
     """
 
     label: str
-    preset: str | None
+    ablation: str | None
     model: str
     lka: LKASpec
     layer_scale: bool
@@ -101,15 +101,15 @@ def _decimals(printed: int | float) -> int:
 
 def _row(
     label: str,
-    preset: str | None,
+    ablation: str | None,
     model: str,
     printed: dict[str, Any],
     decimals: int | None = None,
 ) -> PaperRow:
-    lka, layer_scale = (LKASpec(), True) if preset is None else preset_model(preset)
+    lka, layer_scale = (LKASpec(), True) if ablation is None else ablation_model(ablation)
     return PaperRow(
         label=label,
-        preset=preset,
+        ablation=ablation,
         model=model,
         lka=lka,
         layer_scale=layer_scale,
@@ -123,7 +123,7 @@ def _row(
 
 def _table3() -> tuple[PaperRow, ...]:
     return tuple(
-        _row(r["row"], _TABLE3_PRESETS[r["row"]], "van_b0", r, decimals=1)
+        _row(r["row"], _TABLE3_ABLATIONS[r["row"]], "van_b0", r, decimals=1)
         for r in FIGURES["table3_lka_components"]
     )
 
@@ -153,8 +153,8 @@ LAYER_SCALE_TABLE: tuple[LayerScaleRow, ...] = tuple(
 RECIPE: dict[str, Any] = FIGURES["imagenet_recipe"]
 THROUGHPUT: dict[str, int] = FIGURES["throughput_reported"]
 
-# Preset name -> what it changes on VAN-B0, for the presets of the paper's tables.
-PRESETS: dict[str, dict[str, Any]] = {
-    name: dict(zip(("lka", "layer_scale"), preset_model(name), strict=True))
-    for name in [row.preset for row in TABLE3 + KERNEL_TABLE] + ["no_layer_scale"]
+# Ablation name -> what it changes on VAN-B0, for the ablations of the paper's tables.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    name: dict(zip(("lka", "layer_scale"), ablation_model(name), strict=True))
+    for name in [row.ablation for row in TABLE3 + KERNEL_TABLE] + ["no_layer_scale"]
 }

@@ -110,7 +110,7 @@ def compare_rows(
                 "table": table,
                 "row": label,
                 "model": spec.name,
-                "preset": printed.preset if printed is not None else None,
+                "ablation": printed.ablation if printed is not None else None,
                 "params_printed": printed.params if printed is not None else None,
                 "params": closed.params,
                 "params_counted": counted.params if counted else None,
@@ -138,7 +138,7 @@ def _markdown(records: list[dict[str, Any]], img_size: int) -> str:
         {
             "table": r["table"],
             "row": r["row"],
-            "preset": r["preset"] or "",
+            "ablation": r["ablation"] or "",
             "Params paper (M)": fixed(r["params_printed"], r["params_decimals"]),
             "Params closed": scaled(r["params"], 1e6),
             "Params counted": scaled(r["params_counted"], 1e6),

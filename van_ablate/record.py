@@ -4,7 +4,7 @@ The training loop (:class:`van_ablate.train.Trainer`) tells a :class:`RunRecord`
 epoch, each logged step and a stop signal; the record writes them (rank 0 only) and answers
 whether the sweep's pruner stops the trial::
 
-    record = RunRecord(cfg, run_dir, presets=["k7"], resolved=config_dict, dist=dist, ...)
+    record = RunRecord(cfg, run_dir, ablations=["k7"], resolved=config_dict, dist=dist, ...)
     record.begin()
     pruned = trainer.fit(record, start_epoch=0)
     record.finish("pruned" if pruned else "completed", None)
@@ -38,13 +38,13 @@ class RunRecord:
         cfg: Config,
         run_dir: Path,
         *,
-        presets: list[str],
+        ablations: list[str],
         resolved: dict[str, Any],
         dist: DistEnv,
         description: dict[str, Any],
     ):
-        self.cfg, self.run_dir, self.presets, self.resolved = cfg, Path(run_dir), presets, resolved
-        self.dist, self.description = dist, description
+        self.cfg, self.run_dir, self.ablations = cfg, Path(run_dir), ablations
+        self.resolved, self.dist, self.description = resolved, dist, description
         self.started = time.time()
         self.epochs: list[dict[str, Any]] = []
         self.run_id = uuid.uuid4().hex[:8]
@@ -181,7 +181,7 @@ class RunRecord:
         from van_ablate.wandb_logger import WandbLogger  # only W&B runs import wandb
 
         trial, model = self.cfg.trial, self.cfg.model.name
-        group = trial.study_name or f"{model}/{'+'.join(self.presets) or 'default'}"
+        group = trial.study_name or f"{model}/{'+'.join(self.ablations) or 'default'}"
         self.wandb = WandbLogger(
             project=lg.project,
             entity=lg.entity,
@@ -190,7 +190,7 @@ class RunRecord:
             run_id=self.run_id,
             name=self.run_dir.name,
             group=group,
-            tags=[model, *self.presets, *lg.tags],
+            tags=[model, *self.ablations, *lg.tags],
             config=self.resolved,
         )
 
@@ -201,7 +201,7 @@ class RunRecord:
             run_name=self.run_dir.name,
             status=status,
             reason=reason,
-            presets=self.presets,
+            ablations=self.ablations,
             seed=cfg.seed,
             epochs=self.epochs,
             objective=list(cfg.objective),

@@ -1,4 +1,4 @@
-"""``results.json``: what one training run reports (schema 2, documented in the README).
+"""``results.json``: what one training run reports (schema 3, documented in the README).
 
 The per-epoch top-1 / top-5 (in percent) follow the paper's evaluation (ImageNet-1K val top-1,
 Sec. 4.1); params and MACs come from :mod:`van_ablate.complexity`. Objective names are dotted
@@ -19,10 +19,14 @@ from typing import Any
 from van_ablate import checks
 from van_ablate.model_spec import ModelSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Keys renamed by each schema version (old dotted path -> new), so older files stay readable:
-# 2: ``setup.epochs`` (which counted the cooldown, unlike ``train.epochs``) -> total_epochs.
-RENAMED: dict[int, dict[str, str]] = {2: {"setup.epochs": "setup.total_epochs"}}
+# 2: ``setup.epochs`` (which counted the cooldown, unlike ``train.epochs``) -> total_epochs;
+# 3: ``presets`` -> ``ablations``, the name of the config group (``+ablation=k7``).
+RENAMED: dict[int, dict[str, str]] = {
+    2: {"setup.epochs": "setup.total_epochs"},
+    3: {"presets": "ablations"},
+}
 STATUSES = ("running", "completed", "diverged", "pruned", "failed")
 OBJECTIVE_FIELDS: tuple[str, ...] = (
     "best.val_top1",
@@ -57,7 +61,7 @@ def document(
     status: str,
     reason: str | None,
     model: ModelSpec,
-    presets: list[str],
+    ablations: list[str],
     data: dict[str, Any],
     seed: int,
     complexity: dict[str, int],
@@ -80,7 +84,7 @@ def document(
         "status": status,
         "reason": reason,
         "model": model.name,
-        "presets": presets,
+        "ablations": ablations,
         "lka": model.lka.to_dict(),
         "layer_scale": model.layer_scale,
         "data": data,
@@ -111,8 +115,8 @@ def readable(doc: Any) -> bool:
 def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` (any :func:`readable` schema) in the current one: renamed keys under new names.
 
-    >>> upgrade({"schema_version": 1, "setup": {"epochs": 6}})
-    {'schema_version': 2, 'setup': {'total_epochs': 6}}
+    >>> upgrade({"schema_version": 1, "presets": ["k7"], "setup": {"epochs": 6}})
+    {'schema_version': 3, 'setup': {'total_epochs': 6}, 'ablations': ['k7']}
     """
     out = copy.deepcopy(doc)
     for version in range(out["schema_version"] + 1, SCHEMA_VERSION + 1):
@@ -204,7 +208,7 @@ def format_summary(doc: dict[str, Any], run_dir: Path, wandb_sync: str | None = 
         ("run dir", str(run_dir)),
         (
             "model",
-            f"{doc['model']}  presets: {', '.join(doc['presets']) or '-'}  "
+            f"{doc['model']}  ablations: {', '.join(doc['ablations']) or '-'}  "
             f"layer_scale: {doc['layer_scale']}",
         ),
         (

@@ -22,16 +22,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from van_ablate import checkpoint
 from van_ablate.model_spec import ModelSpec
 
-# Overrides that do not name a different experiment: they are in the name itself (presets, seed;
-# the model group is the parent folder) or change only logging, resuming and scoring.
+# Overrides that do not name a different experiment: they are in the name itself (ablations,
+# seed; the model group is the parent folder) or change only logging, resuming and scoring.
 _NOT_HASHED = ("ablation", "seed", "model", "resume", "objective")
 _NOT_HASHED_GROUPS = ("logger", "trial")
 
 
-def presets_from_overrides(overrides: Sequence[str]) -> list[str]:
-    """The ablation presets an override list selects, in the order given.
+def ablations_from_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ablations an override list selects, in the order given.
 
-    >>> presets_from_overrides(["+ablation=[no_dw_conv,sigmoid]", "seed=1"])
+    >>> ablations_from_overrides(["+ablation=[no_dw_conv,sigmoid]", "seed=1"])
     ['no_dw_conv', 'sigmoid']
     """
     for override in OverridesParser.create().parse_overrides(list(overrides)):
@@ -42,21 +42,21 @@ def presets_from_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def run_name(overrides: Sequence[str], seed: int) -> str:
-    """``<presets>-s<seed>[-<hash of the other overrides>]``; presets sorted, ``default`` if none.
+    """``<ablations>-s<seed>[-<hash of the other overrides>]``, ablations sorted or ``default``.
 
     >>> run_name(["+ablation=[sigmoid,no_dw_conv]", "seed=2"], 2)
     'no_dw_conv+sigmoid-s2'
     >>> run_name(["lka.kernel_size=35", "logger=none"], 0)
     'default-s0-947adf13'
     """
-    presets = presets_from_overrides(overrides)
+    ablations = ablations_from_overrides(overrides)
     hashed = [
         o.input_line
         for o in OverridesParser.create().parse_overrides(list(overrides))
         if o.key_or_group not in _NOT_HASHED
         and o.key_or_group.split(".")[0] not in _NOT_HASHED_GROUPS
     ]
-    name = f"{'+'.join(sorted(presets)) or 'default'}-s{seed}"
+    name = f"{'+'.join(sorted(ablations)) or 'default'}-s{seed}"
     if hashed:
         name += "-" + hashlib.sha1("\n".join(sorted(hashed)).encode()).hexdigest()[:8]
     return name

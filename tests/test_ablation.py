@@ -1,4 +1,4 @@
-"""Ablation presets and recipes compose into the configs the paper's rows and recipe describe."""
+"""Ablations and recipes compose into the configs the paper's rows and recipe describe."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 import van_ablate.__main__  # noqa: F401  (registers the schema and the run-name resolver)
 from van_ablate import paper
+from van_ablate.ablation import CONF_PACKAGE, ablation_names
 from van_ablate.config import (
     TrainConfig,
     global_batch_steps,
@@ -20,12 +21,11 @@ from van_ablate.config import (
 from van_ablate.errors import ConfigError
 from van_ablate.lka import LKASpec
 from van_ablate.model_spec import ModelSpec
-from van_ablate.presets import CONF_PACKAGE, preset_names
-from van_ablate.runs import presets_from_overrides
+from van_ablate.runs import ablations_from_overrides
 
-# Every preset the issue names; paper.PRESETS covers all but no_sigmoid (the paper's LKA).
-ROWS = {**paper.PRESETS, "no_sigmoid": {"lka": LKASpec(gate="none"), "layer_scale": True}}
-PRINTED = {row.preset: row for row in paper.TABLE3 + paper.KERNEL_TABLE}
+# Every ablation the issue names; paper.ABLATIONS covers all but no_sigmoid (the paper's LKA).
+ROWS = {**paper.ABLATIONS, "no_sigmoid": {"lka": LKASpec(gate="none"), "layer_scale": True}}
+PRINTED = {row.ablation: row for row in paper.TABLE3 + paper.KERNEL_TABLE}
 
 
 def compose_cfg(*overrides: str) -> DictConfig:
@@ -34,15 +34,15 @@ def compose_cfg(*overrides: str) -> DictConfig:
 
 
 def job(*overrides: str):
-    return validate(compose_cfg(*overrides), presets_from_overrides(overrides))
+    return validate(compose_cfg(*overrides), ablations_from_overrides(overrides))
 
 
 def resolved(spec: LKASpec) -> dict:
     return {k: v for k, v in spec.to_dict().items() if k != "dilation"}
 
 
-def test_every_issue_preset_has_a_yaml_file():
-    names = set(preset_names())
+def test_every_issue_ablation_has_a_yaml_file():
+    names = set(ablation_names())
     assert (
         names
         == set(ROWS)
@@ -54,10 +54,10 @@ def test_every_issue_preset_has_a_yaml_file():
     )
 
 
-@pytest.mark.parametrize("preset", sorted(set(ROWS) - {"dense_conv"}))
-def test_preset_builds_the_van_b0_of_its_paper_row(preset):
-    cfg = job("model=van_b0", f"+ablation={preset}")
-    row = ROWS[preset]
+@pytest.mark.parametrize("ablation", sorted(set(ROWS) - {"dense_conv"}))
+def test_ablation_builds_the_van_b0_of_its_paper_row(ablation):
+    cfg = job("model=van_b0", f"+ablation={ablation}")
+    row = ROWS[ablation]
     assert resolved(cfg.lka) == resolved(row["lka"])
     assert cfg.model.layer_scale is row["layer_scale"]
     model = timm.create_model(
@@ -65,13 +65,13 @@ def test_preset_builds_the_van_b0_of_its_paper_row(preset):
     )
     assert model.lka == cfg.lka
     assert (model.block1[0].layer_scale_1 is not None) is row["layer_scale"]
-    if preset in PRINTED:  # the printed Params of Table 3 / the kernel-size table
-        printed = PRINTED[preset]
+    if ablation in PRINTED:  # the printed Params of Table 3 / the kernel-size table
+        printed = PRINTED[ablation]
         params = sum(p.numel() for p in model.parameters()) / 1e6
         assert paper.paper_round(params, printed.params_decimals) == printed.params
 
 
-def test_dense_conv_preset_builds_one_dense_conv_with_the_printed_params():
+def test_dense_conv_ablation_builds_one_dense_conv_with_the_printed_params():
     cfg = job("model=van_b0", "+ablation=dense_conv")
     model = timm.create_model("van_b0", lka=cfg.lka, num_classes=1000)
     lka = model.block1[0].attn.spatial_gating_unit
@@ -81,23 +81,23 @@ def test_dense_conv_preset_builds_one_dense_conv_with_the_printed_params():
     assert paper.paper_round(params, 1) == PRINTED["dense_conv"].params == 124.7
 
 
-def test_presets_compose_in_a_list():
+def test_ablations_compose_in_a_list():
     spec = job("+ablation=[no_dw_conv,sigmoid]").lka
     assert (spec.dw_conv, spec.dwd_conv, spec.gate) == (False, True, "sigmoid")
 
 
-def test_presets_setting_a_switch_differently_are_refused_naming_both():
+def test_ablations_setting_a_switch_differently_are_refused_naming_both():
     with pytest.raises(ConfigError, match=r"k7 .*kernel_size=7.* k14 .*kernel_size=14"):
         job("+ablation=[k7,k14]")
     with pytest.raises(ConfigError, match="no_sigmoid .*gate=none.* sigmoid .*gate=sigmoid"):
         job("+ablation=[no_sigmoid,sigmoid]")
 
 
-def test_presets_agreeing_on_a_switch_compose():
+def test_ablations_agreeing_on_a_switch_compose():
     assert job("+ablation=[baseline,no_sigmoid,k21]").lka.kernel_size == 21
 
 
-def test_any_lka_field_is_settable_directly_and_beats_a_preset():
+def test_any_lka_field_is_settable_directly_and_beats_an_ablation():
     spec = job("+ablation=k7", "lka.kernel_size=35", "lka.dilation=5").lka
     assert (spec.kernel_size, spec.resolved_dilation, spec.dw_kernel, spec.dwd_kernel) == (
         35,
