@@ -132,7 +132,7 @@ def _figure(name: str, data: Collection, study: optuna.Study | None, metric: str
         return figures.top1_vs_macs(points, title, figures.chance(data.runs))
     if study is None:
         return None
-    target = data.trials.attrs.get("objectives", ["value"])[0]
+    target = data.trials.attrs.get("objective", ["value"])[0]
     if name == "history":
         return figures.study_history(study, target)
     fig = figures.study_importances(study, target)
@@ -184,7 +184,7 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
     """
     trials = data.trials
     if not trials.empty:
-        names = trials.attrs.get("objectives", [])
+        names = trials.attrs.get("objective", [])
         top1 = next((n for n in names if n.endswith("val_top1")), names[0] if names else None)
         done = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
         macs = _trial_macs(done, names, data.runs)
@@ -237,7 +237,7 @@ def pareto_front(data: Collection, metric: str = "best_top1") -> pd.DataFrame | 
     front = data.trials.loc[points.index[on_front]].assign(
         macs=points["macs"][on_front], label=points["label"][on_front]
     )
-    objectives = data.trials.attrs.get("objectives", [])
+    objectives = data.trials.attrs.get("objective", [])
     keep = ["number", "label", "state", *objectives]
     keep += [] if "complexity.macs" in objectives else ["macs"]
     keep += [c for c in front.columns if c.startswith("param.")]

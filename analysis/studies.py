@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 
 from van_ablate.errors import ConfigError
-from van_ablate.sweep.coordinator import SWEEP
+from van_ablate.sweep.coordinator import SWEEP, sweep_objective
 from van_ablate.sweep.storage import open_storage
 
 
@@ -48,7 +48,7 @@ def objective_names(study: optuna.Study) -> list[str]:
     them (or Optuna's metric names); ``value``/``value_<i>`` for a study that has none."""
     # Optuna 5 shows a study's system attributes only through its storage.
     sweep = study._storage.get_study_system_attrs(study._study_id).get(SWEEP) or {}
-    names = study.metric_names or sweep.get("objectives")
+    names = study.metric_names or sweep_objective(sweep)
     if isinstance(names, str):
         names = [names]
     if names and len(names) == len(study.directions):
@@ -85,7 +85,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    frame.attrs["objectives"] = names
+    frame.attrs["objective"] = names
     frame.attrs["directions"] = [d.name.lower() for d in study.directions]
     return frame
 

@@ -176,7 +176,7 @@ def make_study(
     )
     objectives = ["best.val_top1", "complexity.macs"]
     study_id = storage.get_study_id_from_name(study_name)
-    storage.set_study_system_attr(study_id, SWEEP, {"objectives": objectives})
+    storage.set_study_system_attr(study_id, SWEEP, {"objective": objectives})
     dist = {
         "kernel_size": optuna.distributions.IntDistribution(3, 35),
         "dw_conv": optuna.distributions.CategoricalDistribution([True, False]),

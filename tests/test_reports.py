@@ -19,6 +19,7 @@ from van_ablate.analysis.collect import RUN_COLUMNS, load_runs
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import TABLE_COLUMNS, build_table
 from van_ablate.errors import ConfigError
+from van_ablate.sweep.coordinator import SWEEP
 
 # ablation, seed, best top-1
 RUNS = [
@@ -213,6 +214,17 @@ def test_study_trials_carry_states_values_and_user_attributes(tmp_path):
     assert list(trials["param.kernel_size"]) == [7, 14]
     assert trials["attr.macs"].iloc[0] == runs[0]["complexity"]["macs"]
     assert [p.parent.name for p in results_paths(trials)] == ["t0", "t1"]
+
+
+def test_a_study_swept_before_the_objective_key_was_renamed_names_its_columns(tmp_path):
+    storage = optuna.storages.get_storage(f"sqlite:///{tmp_path / 's.db'}")
+    make_study(storage, "nas", [make_results("t0", ablation="k7", top1=61.0)])
+    study_id = storage.get_study_id_from_name("nas")
+    old = {"objectives": storage.get_study_system_attrs(study_id)[SWEEP].pop("objective")}
+    storage.set_study_system_attr(study_id, SWEEP, old)  # as the previous sweeper stored it
+    trials = trials_frame(load_study(f"sqlite:///{tmp_path / 's.db'}"))
+    assert trials.attrs["objective"] == ["best.val_top1", "complexity.macs"]
+    assert trials["best.val_top1"].tolist() == [61.0]
 
 
 def test_study_not_in_storage_names_the_studies_there(tmp_path):

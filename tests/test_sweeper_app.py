@@ -114,7 +114,7 @@ def test_the_nas_study_searches_lka_and_sizes_and_returns_a_pareto_front(tmp_pat
         if t.state == TrialState.COMPLETE:
             assert t.values == [results["best"]["val_top1"], results["complexity"]["macs"]]
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert summary["objectives"] == ["best.val_top1", "complexity.macs"]
+    assert summary["objective"] == ["best.val_top1", "complexity.macs"]
     front = summary["solutions"]
     assert front and all(v <= 0 for s in front for v in s["constraints"].values())
 

@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hydra_plugins.van_ablate_sweeper import config as sweeper_config
 from van_ablate.errors import ConfigError
+from van_ablate.sweep.coordinator import SWEEP
 from van_ablate.sweep.factories import PRUNERS, SAMPLERS, make_pruner
 from van_ablate.sweep.space import parse_space
 from van_ablate.sweep.storage import open_storage
@@ -167,6 +168,21 @@ def test_resuming_with_another_search_space_or_directions_is_refused(tmp_path):
     same = make_plan(tmp_path, pruner={"name": "median"})  # a new pruner is fine
     study, _ = open_study(same, storage)
     assert isinstance(study, optuna.Study)
+
+
+def test_a_study_swept_before_the_objective_key_was_renamed_resumes(tmp_path):
+    storage = open_storage(str(tmp_path / "journal.log"))
+    _, study_id = open_study(make_plan(tmp_path), storage)
+    sweep = storage.get_study_system_attrs(study_id)[SWEEP]
+    sweep["objectives"] = sweep.pop("objective")  # as the previous sweeper stored it
+    storage.set_study_system_attr(study_id, SWEEP, sweep)
+    config = OmegaConf.create({"objective": ["final.val_top1"]})
+    changed = r"^objective=\['final.val_top1'\]: study 's' .* \['best.val_top1'\]$"
+    with pytest.raises(ConfigError, match=changed):
+        open_study(make_plan(tmp_path, config), storage)
+    open_study(make_plan(tmp_path), storage)
+    resumed = storage.get_study_system_attrs(study_id)[SWEEP]
+    assert resumed["objective"] == ["best.val_top1"] and "objectives" not in resumed
 
 
 def test_pruner_none_switches_off_a_study_s_tuned_pruner(tmp_path):

@@ -10,7 +10,7 @@ checkpoint), then takes the next trial only while the trials that count stay bel
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -28,6 +28,14 @@ SUPERSEDED = "van_ablate.superseded"  # system attr: failed as stale, its retry 
 REASON = "reason"  # user attr: why a trial failed (or why it was retried)
 STALE = "failed by Optuna's heartbeat check"
 RETRIED_FROM = "failed_trial"  # system attr set by Optuna's retry callbacks, kept the same here
+
+
+def sweep_objective(sweep: Mapping[str, Any]) -> list[str] | None:
+    """The objective (results fields) a study's :data:`SWEEP` attr holds under ``objective``.
+
+    Studies swept before it took the app's key name hold it as ``objectives``; they resume.
+    """
+    return sweep.get("objective", sweep.get("objectives"))
 
 
 def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:

@@ -33,7 +33,7 @@ def summarize(
         "name": "optuna",
         "study_name": study.study_name,
         "storage": storage,
-        "objectives": list(objectives),
+        "objective": list(objectives),
         "directions": [d.name.lower() for d in study.directions],
         "n_trials": n_trials,
         "counts": state_counts(trials),
@@ -152,7 +152,7 @@ def log_to_wandb(summary: dict[str, Any], logger_cfg: Any, sweep_dir: Path) -> N
         job_type="sweep",
         name=f"{summary['study_name']}-summary",
         mode=resolve_mode(logger_cfg.mode),
-        config={k: summary[k] for k in ("objectives", "directions", "n_trials", "storage")},
+        config={k: summary[k] for k in ("objective", "directions", "n_trials", "storage")},
         settings=wandb.Settings(console="off", silent=True),
     )
     run.summary.update({f"counts/{k}": v for k, v in summary["counts"].items()})
@@ -161,7 +161,7 @@ def log_to_wandb(summary: dict[str, Any], logger_cfg: Any, sweep_dir: Path) -> N
         run.summary["no_feasible_trial"] = _explain(summary["no_feasible_trial"])
     best = summary.get("best_trial")
     rows = summary["solutions"] if "solutions" in summary else ([best] if best else [])
-    names = summary["objectives"]
+    names = summary["objective"]
     table = wandb.Table(columns=["number", *names, "params"])
     for r in rows:
         values = r.get("values") or [summary["best_value"]]

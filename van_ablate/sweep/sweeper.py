@@ -365,14 +365,14 @@ def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
     sweep = {
         "search_space": p.space.to_json(),
         "custom_search_space": getattr(p.custom, "__qualname__", None),
-        "objectives": p.objectives,
+        "objective": p.objectives,
         "pruner": p.pruner_spec,
         "pruning_study": p.pruning_study,
     }
     old = storage.get_study_system_attrs(study_id).get(co.SWEEP)
     if old is not None:
-        if old["objectives"] != p.objectives:
-            raise ConfigError("objective", p.objectives, f"{where} {old['objectives']}")
+        if co.sweep_objective(old) != p.objectives:
+            raise ConfigError("objective", p.objectives, f"{where} {co.sweep_objective(old)}")
         for key in ("search_space", "custom_search_space"):
             if old[key] != sweep[key]:
                 changed = _changed(old[key], sweep[key]) if key == "search_space" else old[key]
