@@ -133,12 +133,64 @@ def test_builtin_v2_generation_is_a_function_of_the_seed():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("name", ["builtin_v1", "builtin_v2"])
+def _v3_cells(images):
+    """Per cell: (cue?, index of its colour in the palette) read back from the pixels."""
+    is_vertical, colour = _v2_cells(images)
+    palette = builtin_data.PALETTE
+    matches = (colour[..., None, :] == palette).all(-1)  # N x grid x grid x len(PALETTE)
+    assert (matches.sum(-1) == 1).all()  # every bar has exactly one of the palette's colours
+    return ~is_vertical, matches.argmax(-1)
+
+
+def test_builtin_v3_every_cell_is_a_palette_bar_whose_orientation_is_its_role():
+    images, _ = builtin_data.generate_v3(64, seed=3)
+    cue, symbol = _v3_cells(images)
+    assert abs(cue.mean() - builtin_data.CUE_FRACTION_V3) < 0.03
+    # the role is the bar's shape alone: each colour is as common among cues as distractors
+    for k in range(len(builtin_data.PALETTE)):
+        assert abs((symbol[cue] == k).mean() - (symbol[~cue] == k).mean()) < 0.03
+    # and no single channel names the colour: two palette colours share each bright channel
+    bright = builtin_data.PALETTE > 150
+    assert (bright[:, :2].sum(0) == 2).all()
+
+
+def test_builtin_v3_cue_colours_repeat_under_the_label_shift_and_distractors_under_another():
+    images, labels = builtin_data.generate_v3(64, seed=4)
+    cue, symbol = _v3_cells(images)
+    chance = 1 / len(builtin_data.PALETTE)
+    kept = (1 - builtin_data.NOISE_V3) ** 2
+    expected = kept + (1 - kept) * chance  # redrawn colours still match by chance
+    own, other, decoy_own, decoy_best = [], [], [], []
+    for n, label in enumerate(labels):
+        agree = [_agreement(symbol[n], cue[n], s) for s in builtin_data.SHIFTS]
+        own.append(agree[label])
+        other += [a for k, a in enumerate(agree) if k != label]
+        decoys = [_agreement(symbol[n], ~cue[n], s) for s in builtin_data.SHIFTS]
+        decoy_own.append(decoys[label])
+        decoy_best.append(max(a for k, a in enumerate(decoys) if k != label))
+    assert abs(np.mean(own) - expected) < 0.05 and abs(np.mean(other) - chance) < 0.05
+    # the distractors repeat too, along another direction, never the label's
+    assert abs(np.mean(decoy_own) - chance) < 0.05
+    assert np.mean(decoy_best) > expected - 0.1
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_builtin_v3_generation_is_a_function_of_the_seed():
+    a, la = builtin_data.generate_v3(16, seed=1)
+    b, lb = builtin_data.generate_v3(16, seed=1)
+    c, _ = builtin_data.generate_v3(16, seed=2)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("name", ["builtin_v1", "builtin_v2", "builtin_v3"])
 def test_builtin_tasks_are_chosen_by_data_name_and_cached_apart(tmp_path, name):
     cfg = dataclasses.replace(tiny_builtin(tmp_path), name=name)
     train, _, info = build_loaders(cfg, batch_size=8, eval_batch_size=16, seed=0)
     assert (info.name, info.num_classes) == (name, 4)
-    generate = builtin_data.generate_v2 if name == "builtin_v2" else builtin_data.generate
+    generate = {"builtin_v2": builtin_data.generate_v2, "builtin_v3": builtin_data.generate_v3}.get(
+        name, builtin_data.generate
+    )
     (cached,) = tmp_path.rglob("*.npz")
     with np.load(cached) as f:
         assert np.array_equal(f["train_x"], generate(len(f["train_y"]), seed=0)[0])
