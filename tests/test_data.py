@@ -60,10 +60,12 @@ def test_builtin_dots_mostly_repeat_under_their_label_shift_and_not_under_the_ot
     assert set(labels.tolist()) == {0, 1, 2, 3}
 
 
-def test_builtin_generation_is_a_function_of_the_seed():
-    a, la = builtin_data.generate(16, seed=1)
-    b, lb = builtin_data.generate(16, seed=1)
-    c, _ = builtin_data.generate(16, seed=2)
+@pytest.mark.parametrize("generate", ["generate", "generate_v2", "generate_v3"])
+def test_builtin_generation_is_a_function_of_the_seed(generate):
+    generate = getattr(builtin_data, generate)
+    a, la = generate(16, seed=1)
+    b, lb = generate(16, seed=1)
+    c, _ = generate(16, seed=2)
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     assert not np.array_equal(a, c)
 
@@ -94,14 +96,23 @@ def test_builtin_v2_every_cell_is_a_bar_coloured_as_cue_or_distractor_by_its_cha
     assert kinds == {tuple(c) for c in allowed}
 
 
-def _agreement(is_vertical, keep, shift):
-    """Fraction of cell pairs one shift apart, both kept, whose bars have the same orientation."""
+def _pairs(symbol, keep, shift):
+    """(pairs one shift apart, both kept, with the same symbol; such pairs) of one image."""
     dy, dx = shift
-    g = is_vertical.shape[-1]
+    g = symbol.shape[-1]
     a = (slice(dy, None), slice(max(dx, 0), g + min(dx, 0)))
     b = (slice(0, g - dy), slice(max(-dx, 0), g - max(dx, 0)))
     both = keep[a] & keep[b]
-    return ((is_vertical[a] == is_vertical[b]) & both).sum() / both.sum()
+    return np.array([((symbol[a] == symbol[b]) & both).sum(), both.sum()])
+
+
+def _rate(pairs):
+    return pairs[0] / max(pairs[1], 1)
+
+
+def _agreement(symbol, keep, shift):
+    """Fraction of cell pairs one shift apart, both kept, whose symbols are the same."""
+    return _rate(_pairs(symbol, keep, shift))
 
 
 def test_builtin_v2_cue_bars_repeat_under_the_label_shift_and_distractors_under_another():
@@ -123,14 +134,6 @@ def test_builtin_v2_cue_bars_repeat_under_the_label_shift_and_distractors_under_
     assert abs(np.mean(decoy_own) - 0.5) < 0.05
     assert abs(np.mean(decoy_best) - expected) < 0.06
     assert set(labels.tolist()) == {0, 1, 2, 3}
-
-
-def test_builtin_v2_generation_is_a_function_of_the_seed():
-    a, la = builtin_data.generate_v2(16, seed=1)
-    b, lb = builtin_data.generate_v2(16, seed=1)
-    c, _ = builtin_data.generate_v2(16, seed=2)
-    assert np.array_equal(a, b) and np.array_equal(la, lb)
-    assert not np.array_equal(a, c)
 
 
 def _v3_cells(images):
@@ -160,27 +163,21 @@ def test_builtin_v3_cue_colours_repeat_under_the_label_shift_and_distractors_und
     chance = 1 / len(builtin_data.PALETTE)
     kept = (1 - builtin_data.NOISE_V3) ** 2
     expected = kept + (1 - kept) * chance  # redrawn colours still match by chance
-    own, other, decoy_own, decoy_best = [], [], [], []
+    own, other = [], []
+    decoy_own, decoy_best = np.zeros(2), np.zeros(2)  # (pairs that match, pairs), pooled
     for n, label in enumerate(labels):
         agree = [_agreement(symbol[n], cue[n], s) for s in builtin_data.SHIFTS]
         own.append(agree[label])
         other += [a for k, a in enumerate(agree) if k != label]
-        decoys = [_agreement(symbol[n], ~cue[n], s) for s in builtin_data.SHIFTS]
-        decoy_own.append(decoys[label])
-        decoy_best.append(max(a for k, a in enumerate(decoys) if k != label))
+        # distractors are few: pool their pairs over images rather than average per image
+        decoys = [_pairs(symbol[n], ~cue[n], s) for s in builtin_data.SHIFTS]
+        decoy_own += decoys[label]
+        decoy_best += max((d for k, d in enumerate(decoys) if k != label), key=_rate)
     assert abs(np.mean(own) - expected) < 0.05 and abs(np.mean(other) - chance) < 0.05
     # the distractors repeat too, along another direction, never the label's
-    assert abs(np.mean(decoy_own) - chance) < 0.05
-    assert np.mean(decoy_best) > expected - 0.1
+    assert abs(_rate(decoy_own) - chance) < 0.08
+    assert _rate(decoy_best) > expected - 0.1
     assert set(labels.tolist()) == {0, 1, 2, 3}
-
-
-def test_builtin_v3_generation_is_a_function_of_the_seed():
-    a, la = builtin_data.generate_v3(16, seed=1)
-    b, lb = builtin_data.generate_v3(16, seed=1)
-    c, _ = builtin_data.generate_v3(16, seed=2)
-    assert np.array_equal(a, b) and np.array_equal(la, lb)
-    assert not np.array_equal(a, c)
 
 
 @pytest.mark.parametrize("name", ["builtin_v1", "builtin_v2", "builtin_v3"])
