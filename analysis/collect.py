@@ -193,6 +193,13 @@ def spec_columns(spec: LKASpec) -> dict[str, Any]:
     return {**{k: d[k] for k in SPEC_COLUMNS}, "dilation": d["resolved_dilation"]}
 
 
+def run_labels(runs: pd.DataFrame) -> pd.Series:
+    """Each run as people name it: its ablations (``no_dw_conv``), else its LKA (``K7 d2``)."""
+    k = runs["kernel_size"].map(lambda x: "" if pd.isna(x) else f"K{int(x)}")
+    d = runs["dilation"].map(lambda x: "" if pd.isna(x) else f" d{int(x)}")
+    return runs["ablations"].where(runs["ablations"] != "", k + d)
+
+
 def arch_of(config: Mapping[str, Any]) -> str:
     """'default', or the dims/depths/mlp_ratios a run changed from its model's (NAS trials)."""
     model = config.get("model") if isinstance(config, Mapping) else None

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
 from van_ablate import paper
-from van_ablate.analysis.collect import spec_columns
+from van_ablate.analysis.collect import run_labels, spec_columns
 from van_ablate.analysis.stats import mean_ci
 from van_ablate.io import atomic_write
 from van_ablate.lka import LKASpec, auto_dilation
@@ -209,17 +209,18 @@ def top1_vs_macs(
 def top1_vs_speed(
     runs: pd.DataFrame, metric: str = "best_top1", chance_top1: float | None = None
 ) -> Figure | None:
-    """Top-1 (mean and 95% CI over seeds) against measured training images/s, per ablation."""
+    """Top-1 (mean and 95% CI over seeds) against measured training images/s, per ablation (or
+    LKA, for runs that changed it without naming an ablation)."""
     done = runs[(runs["status"] == "completed")].dropna(subset=["images_per_sec", metric])
     if done.empty:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    groups = done.groupby(["model", "ablations"], dropna=False)
-    for i, ((model, ablations), group) in enumerate(groups):
+    groups = done.assign(label=run_labels(done)).groupby(["model", "label"], dropna=False)
+    for i, ((model, label), group) in enumerate(groups):
         top1 = group.groupby("seed")[metric].mean().to_numpy(float)
         ci = mean_ci(top1)
         speed = group["images_per_sec"].astype(float)
-        label = ablations or "(no ablation)"
+        label = label or "(no ablation)"
         ax.errorbar(
             speed.mean(),
             ci.mean,
@@ -244,11 +245,12 @@ def top1_vs_speed(
 
 
 def curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
-    """Validation top-1 and train loss per epoch: per ablation, mean over seeds and min-max band."""
-    labelled = epochs.merge(runs[["run_id", "ablations", "kernel_size", "model"]], on="run_id")
+    """Validation top-1 and train loss per epoch: per ablation (or LKA), mean over seeds and
+    min-max band."""
+    named = runs.assign(label=run_labels(runs).replace("", "(no ablation)"))
+    labelled = epochs.merge(named[["run_id", "label", "model"]], on="run_id")
     if labelled.empty:
         return None
-    labelled["label"] = labelled["ablations"].where(labelled["ablations"] != "", "(no ablation)")
     labelled["label"] = labelled["model"] + " " + labelled["label"]
     fig, (ax, lax) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for i, (label, group) in enumerate(labelled.groupby("label")):

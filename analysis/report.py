@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from van_ablate.analysis import figures, render
-from van_ablate.analysis.collect import Collection, empty, load_runs
+from van_ablate.analysis.collect import Collection, empty, load_runs, run_labels
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import METRICS, TABLES, build_table
 from van_ablate.errors import EXIT_CONFIG, ConfigError
@@ -198,7 +198,7 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
     runs = data.runs[data.runs["status"] == "completed"]
     keys = ["model", "ablations", "kernel_size", "dilation", "arch", "macs"]
     grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
-    label = grouped["ablations"].where(grouped["ablations"] != "", _spec_label(grouped))
+    label = run_labels(grouped)
     return pd.DataFrame(
         {
             "macs": grouped["macs"],
@@ -214,17 +214,11 @@ def _trial_labels(trials: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
     of_study = runs[runs["study_name"] == trials["study_name"].iloc[0]] if len(trials) else runs
     linked = of_study.dropna(subset=["trial_number"]).drop_duplicates("trial_number")
     linked = linked.set_index("trial_number")
-    ablations, specs = linked["ablations"].to_dict(), _spec_label(linked).to_dict()
+    ablations, labels = linked["ablations"].to_dict(), run_labels(linked).to_dict()
     return pd.Series(
-        [ablations.get(n) or f"{specs.get(n, '')} #{n}".strip() for n in trials["number"]],
+        [ablations.get(n) or f"{labels.get(n, '')} #{n}".strip() for n in trials["number"]],
         index=trials.index,
     )
-
-
-def _spec_label(runs: pd.DataFrame) -> pd.Series:
-    k = runs["kernel_size"].map(lambda x: "" if pd.isna(x) else f"K{int(x)}")
-    d = runs["dilation"].map(lambda x: "" if pd.isna(x) else f" d{int(x)}")
-    return k + d
 
 
 def pareto_front(data: Collection, metric: str = "best_top1") -> pd.DataFrame | None:

@@ -64,6 +64,22 @@ def test_speed_figure_puts_top1_on_the_full_scale_with_the_chance_line(inputs):
     assert "measured training images/s" in ax.get_xlabel()
 
 
+def test_runs_that_set_the_lka_without_an_ablation_are_one_point_per_lka(tmp_path):
+    # as a kernel_size study leaves them: lka.kernel_size=K, no +ablation
+    for ablation in ("k7", "k14", "baseline"):
+        for seed in (0, 1):
+            r = make_results(f"{ablation}-s{seed}", ablation=ablation, seed=seed, top1=50.0 + seed)
+            r["ablations"] = []
+            write_run(tmp_path, r)
+    runs = load_runs([tmp_path]).runs
+    speed = figures.top1_vs_speed(runs).axes[0]
+    assert {t.get_text() for t in speed.texts} == {"K7 d2", "K14 d3", "K21 d3"}
+    curves = figures.curves(runs, load_runs([tmp_path]).epochs).axes[0]
+    assert {ln.get_label().split(" (")[0] for ln in curves.get_lines()} >= {
+        "van_proxy K7 d2", "van_proxy K14 d3", "van_proxy K21 d3"
+    }
+
+
 def test_kernel_figure_shows_ours_and_the_papers_on_one_scale_with_chance(inputs):
     _, _, data = inputs
     fig = figures.top1_vs_kernel(data.runs)
