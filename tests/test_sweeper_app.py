@@ -20,6 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from van_ablate.analysis.report import startup_trials
 from van_ablate.config import CONF_PACKAGE
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
 from van_ablate.sweep.sweeper import plan
@@ -117,6 +118,8 @@ def test_the_nas_study_searches_lka_and_sizes_and_returns_a_pareto_front(tmp_pat
     assert summary["objective"] == ["best.val_top1", "complexity.macs"]
     front = summary["solutions"]
     assert front and all(v <= 0 for s in front for v in s["constraints"].values())
+    # the sweep's config beside it, as Hydra's own sweeper leaves it: the report's startup count
+    assert startup_trials(str(sweep_dir / "optuna_journal.log")) == 8  # NSGA-II's population
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from van_ablate.errors import ConfigError
+from van_ablate.io import atomic_write_text
 from van_ablate.sweep import coordinator as co
 from van_ablate.sweep import summary as summ
 from van_ablate.sweep.factories import (
@@ -105,6 +106,9 @@ class VanOptunaSweeperImpl(Sweeper):
         assert self.config is not None
         p = plan(self.settings, self.config, arguments, self.sweep_dir)
         self._preflight(p)
+        # As Hydra's basic sweeper does: the sweep's config beside its trials (reports read the
+        # sampler's startup count there); the same text from every worker, written atomically.
+        atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         storage = open_storage(p.storage_url, stale_after_s=p.stale_after_s)
         study, study_id = open_study(p, storage)
         worker = Worker()
