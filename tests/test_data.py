@@ -185,9 +185,8 @@ def test_builtin_tasks_are_chosen_by_data_name_and_cached_apart(tmp_path, name):
     cfg = dataclasses.replace(tiny_builtin(tmp_path), name=name)
     train, _, info = build_loaders(cfg, batch_size=8, eval_batch_size=16, seed=0)
     assert (info.name, info.num_classes) == (name, 4)
-    generate = {"builtin_v2": builtin_data.generate_v2, "builtin_v3": builtin_data.generate_v3}.get(
-        name, builtin_data.generate
-    )
+    generate = {"builtin_v1": builtin_data.generate, "builtin_v2": builtin_data.generate_v2,
+                "builtin_v3": builtin_data.generate_v3}[name]  # fmt: skip
     (cached,) = tmp_path.rglob("*.npz")
     with np.load(cached) as f:
         assert np.array_equal(f["train_x"], generate(len(f["train_y"]), seed=0)[0])

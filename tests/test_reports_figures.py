@@ -76,7 +76,9 @@ def test_runs_that_set_the_lka_without_an_ablation_are_one_point_per_lka(tmp_pat
     assert {t.get_text() for t in speed.texts} == {"K7 d2", "K14 d3", "K21 d3"}
     curves = figures.curves(runs, load_runs([tmp_path]).epochs).axes[0]
     assert {ln.get_label().split(" (")[0] for ln in curves.get_lines()} >= {
-        "van_proxy K7 d2", "van_proxy K14 d3", "van_proxy K21 d3"
+        "van_proxy K7 d2",
+        "van_proxy K14 d3",
+        "van_proxy K21 d3",
     }
 
 

@@ -61,7 +61,6 @@ NOISE = 0.3  # fraction of dots drawn afresh after the repeat, so it holds only 
 BACKGROUND = 40
 PALETTE = np.array([[230, 40, 40], [40, 200, 40], [50, 90, 255], [230, 210, 30]], np.uint8)
 SHIFTS = ((0, PERIOD), (PERIOD, 0), (PERIOD, PERIOD), (PERIOD, -PERIOD))  # (dy, dx) per class
-VERSION = 1  # bump when a generator changes, so old caches are not reused
 # builtin_v2: (R, G, B) per kind and shade; R == G for cues, R != G for distractors.
 CUE_COLOURS = np.array([[220, 220, 70], [90, 90, 70]], np.uint8)
 DISTRACTOR_COLOURS = np.array([[220, 90, 70], [90, 220, 70]], np.uint8)
@@ -71,7 +70,6 @@ CUE_FRACTION = 0.5
 # builtin_v3: colour is the symbol, the bar's orientation the role (horizontal: cue)
 CUE_FRACTION_V3 = 0.85
 NOISE_V3 = 0.1
-TASKS = ("builtin", "builtin_v1", "builtin_v2", "builtin_v3")
 
 
 def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +166,16 @@ def _repeat(cells: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return cells
 
 
+# data.name -> (generator, cache file prefix); a changed generator gets a new name and prefix,
+# so old caches are never reused for it.
+TASKS = {
+    "builtin": (generate, "builtin-v1"),
+    "builtin_v1": (generate, "builtin-v1"),
+    "builtin_v2": (generate_v2, "builtin-v2"),
+    "builtin_v3": (generate_v3, "builtin-v3"),
+}
+
+
 class BuiltinDataset(Dataset):
     """Images as PIL (RGB) and labels as ints; ``transform`` is set by timm's ``create_loader``."""
 
@@ -202,8 +210,7 @@ def load(
 
     The splits are generated from different seeds (``2 * seed`` and ``2 * seed + 1``).
     """
-    generate_task = {"builtin_v2": generate_v2, "builtin_v3": generate_v3}.get(task, generate)
-    tag = {"builtin_v2": "builtin-v2", "builtin_v3": "builtin-v3"}.get(task, f"builtin-v{VERSION}")
+    generate_task, tag = TASKS[task]
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = cache_dir / f"{tag}-seed{seed}-train{num_train}-val{num_val}.npz"
     if path.exists():
