@@ -1,11 +1,12 @@
-# Two entry points: `make run` (the main job) and `make test` (the test suite).
+# Entry points: `make run` (the main job), `make test` (the quick suite) and `make test-all`
+# (the whole suite, slow tests included, as CI runs it).
 # Both create or reuse a local virtual environment in .venv from pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint bench
+.PHONY: run test test-all lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+
+# The whole suite, default and slow: what .ci/run runs on every CI run.
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
