@@ -1,6 +1,6 @@
 # Entry points: `make run` (the main job), `make test` (the quick suite) and `make test-all`
 # (the whole suite, slow tests included, as CI runs it).
-# Both create or reuse a local virtual environment in .venv from pyproject.toml.
+# All create or reuse a local virtual environment in .venv from pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -29,7 +29,7 @@ from torch import nn
 from van_ablate.analysis import figures, render
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
-from van_ablate.lka import LKA
+from van_ablate.model.lka import LKA
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 
@@ -123,7 +123,7 @@ def load_images(
     """
     from timm.data import create_transform
 
-    from van_ablate.data import DataConfig, build_loaders
+    from van_ablate.data.loaders import DataConfig, build_loaders
 
     config = json.loads((run_dir / "results.json").read_text())["config"]
     data = DataConfig(**config["data"])

@@ -22,7 +22,7 @@ import pandas as pd
 
 from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
+from van_ablate.model.lka import LKASpec
 from van_ablate.results import SCHEMA_VERSION, readable, upgrade
 
 log = logging.getLogger("analysis")
@@ -205,7 +205,7 @@ def arch_of(config: Mapping[str, Any]) -> str:
     model = config.get("model") if isinstance(config, Mapping) else None
     if not isinstance(model, Mapping):
         return "default"
-    from van_ablate.van import ARCHS, MLP_RATIOS
+    from van_ablate.model.van import ARCHS, MLP_RATIOS
 
     base = {**ARCHS.get(model.get("name"), {}), "mlp_ratios": MLP_RATIOS}
     changed = [

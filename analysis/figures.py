@@ -24,7 +24,7 @@ from van_ablate import paper
 from van_ablate.analysis.collect import run_labels, spec_columns
 from van_ablate.analysis.stats import mean_ci
 from van_ablate.io import atomic_write
-from van_ablate.lka import LKASpec, auto_dilation
+from van_ablate.model.lka import LKASpec, auto_dilation
 
 log = logging.getLogger("analysis")
 FORMATS = ("png", "svg")

@@ -23,7 +23,7 @@ from van_ablate import paper
 from van_ablate.analysis import stats
 from van_ablate.analysis.collect import SPEC_COLUMNS, spec_columns
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
+from van_ablate.model.lka import LKASpec
 from van_ablate.paper import PaperRow
 
 TABLES = ("table3", "kernel", "layer_scale")

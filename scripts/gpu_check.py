@@ -38,7 +38,7 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from van_ablate.bench import to_straight_line
-from van_ablate.hardware import configure_threads
+from van_ablate.train.hardware import configure_threads
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_GOAL, INFER_GOAL = 3.0, 20_000  # on an H100 or H200 (issue: GPU path measured)

@@ -43,7 +43,7 @@ echo "fast path (channels_last):"
 section "2. make run wall time (6 epochs of van_proxy on the built-in data)"
 RUNS=$(mktemp -d)
 # The built-in data is generated on first use; make it now so neither timed run pays for it.
-"$PY" -c "from van_ablate import builtin_data; builtin_data.load(4000, 1000, seed=0)"
+"$PY" -c "from van_ablate.data import builtin; builtin.load(4000, 1000, seed=0)"
 before=$(OMP_WAIT_POLICY=default wall 400 make run ARGS="train.channels_last=false logger=none hydra.run.dir=$RUNS/before")
 after=$(wall 400 make run ARGS="logger=none hydra.run.dir=$RUNS/after")
 echo "| make run | wall s | final img/s | threads | channels_last | wait policy |"

@@ -4,7 +4,7 @@ The runs are never trained, but each ``results.json`` is written by the writer t
 (:func:`van_ablate.results.document`, then :func:`van_ablate.io.atomic_write_json`), its ``config``
 has every key of the job's schema (:class:`van_ablate.config.Config`), its ``data`` is what the
 built-in data's loaders report (4 classes), and its complexity figures are the real ones of
-:meth:`van_ablate.model_spec.ModelSpec.cost`: what a report shows from them is what it would
+:meth:`van_ablate.model.spec.ModelSpec.cost`: what a report shows from them is what it would
 show from real runs. ``scripts/report_benchmark.py`` times the reports on the same inputs.
 """
 
@@ -21,12 +21,13 @@ import optuna
 import torch
 from omegaconf import OmegaConf
 
-from van_ablate import builtin_data, results
+from van_ablate import results
 from van_ablate.config import Config
-from van_ablate.data import DataConfig, DataInfo
+from van_ablate.data import builtin
+from van_ablate.data.loaders import DataConfig, DataInfo
 from van_ablate.io import atomic_torch_save, atomic_write_json
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelSpec
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelSpec
 from van_ablate.paper import ABLATIONS
 from van_ablate.sweep.coordinator import SWEEP
 
@@ -61,7 +62,7 @@ def make_results(
     data_cfg = DataConfig(**(data or {}))
     info = DataInfo(
         data_cfg.name,
-        data_cfg.num_classes or builtin_data.NUM_CLASSES,
+        data_cfg.num_classes or builtin.NUM_CLASSES,
         data_cfg.img_size,
         data_cfg.num_train,
         data_cfg.num_val,

@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 
 import van_ablate.__main__  # noqa: F401  (registers the schema and the run-name resolver)
 from van_ablate import paper
-from van_ablate.ablation import CONF_PACKAGE, ablation_names
 from van_ablate.config import (
     TrainConfig,
     global_batch_steps,
@@ -19,8 +18,9 @@ from van_ablate.config import (
     validate,
 )
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelSpec
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelSpec
+from van_ablate.paper.ablation import CONF_PACKAGE, ablation_names
 from van_ablate.runs import ablations_from_overrides
 
 # Every ablation the issue names; paper.ABLATIONS covers all but no_sigmoid (the paper's LKA).

@@ -8,7 +8,7 @@ import yaml
 from torchvision.ops import FeaturePyramidNetwork
 
 import van_ablate  # noqa: F401  (registers the models)
-from van_ablate.van import ARCHS
+from van_ablate.model.van import ARCHS
 
 REDUCTIONS = [4, 8, 16, 32]
 FEATURE_CLASSES = ["list", "dict", "hook", "getter", "fx"]

@@ -15,8 +15,8 @@ from conftest import REPO, run_env
 import van_ablate  # noqa: F401  (registers the models)
 from van_ablate.bench import StraightLKA, benchmark, main, to_straight_line
 from van_ablate.errors import ConfigError
-from van_ablate.hardware import available_cpus
-from van_ablate.lka import LKA, LKASpec
+from van_ablate.model.lka import LKA, LKASpec
+from van_ablate.train.hardware import available_cpus
 
 TINY = ["--model", "van_proxy", "--img-size", "32", "--batch-size", "2", "--warmup", "1"]
 TINY += ["--iters", "1", "--repeats", "2", "--threads", "1", "--format", "json"]

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from van_ablate import builtin_data
 from van_ablate.config import CONF_PACKAGE
-from van_ablate.data import DataConfig, build_loaders
+from van_ablate.data import builtin
+from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.errors import ConfigError
 
 CONF = resources.files(CONF_PACKAGE) / "data"
@@ -42,14 +42,14 @@ def first_batches(loader, epoch: int, n: int = 2) -> list[tuple[torch.Tensor, to
 
 
 def test_builtin_dots_mostly_repeat_under_their_label_shift_and_not_under_the_others():
-    images, labels = builtin_data.generate(64, seed=3)
-    dots = images[:, :: builtin_data.CELL, :: builtin_data.CELL]  # top-left pixel of each dot
+    images, labels = builtin.generate(64, seed=3)
+    dots = images[:, :: builtin.CELL, :: builtin.CELL]  # top-left pixel of each dot
     assert dots.shape[1:3] == (16, 16)
-    kept = (1 - builtin_data.NOISE) ** 2  # neither dot of a pair drawn afresh
+    kept = (1 - builtin.NOISE) ** 2  # neither dot of a pair drawn afresh
     expected = kept + (1 - kept) / 4  # fresh dots still match 1 time in 4
     agree = np.zeros((len(labels), 4))
     for n, img in enumerate(dots):
-        for k, (dy, dx) in enumerate(builtin_data.SHIFTS):
+        for k, (dy, dx) in enumerate(builtin.SHIFTS):
             a = img[dy:, max(dx, 0) : 16 + min(dx, 0)]
             b = img[: 16 - dy, max(-dx, 0) : 16 - max(dx, 0)]
             agree[n, k] = (a == b).all(axis=-1).mean()
@@ -62,7 +62,7 @@ def test_builtin_dots_mostly_repeat_under_their_label_shift_and_not_under_the_ot
 
 @pytest.mark.parametrize("generate", ["generate", "generate_v2", "generate_v3"])
 def test_builtin_generation_is_a_function_of_the_seed(generate):
-    generate = getattr(builtin_data, generate)
+    generate = getattr(builtin, generate)
     a, la = generate(16, seed=1)
     b, lb = generate(16, seed=1)
     c, _ = generate(16, seed=2)
@@ -72,11 +72,11 @@ def test_builtin_generation_is_a_function_of_the_seed(generate):
 
 def _v2_cells(images):
     """Per cell: (vertical bar?, colour of the bar) read back from the pixels."""
-    n, size = len(images), builtin_data.IMG_SIZE // builtin_data.CELL
-    blocks = images.reshape(n, size, builtin_data.CELL, size, builtin_data.CELL, 3)
+    n, size = len(images), builtin.IMG_SIZE // builtin.CELL
+    blocks = images.reshape(n, size, builtin.CELL, size, builtin.CELL, 3)
     blocks = blocks.transpose(0, 1, 3, 2, 4, 5)  # N x grid x grid x CELL x CELL x 3
-    lit = (blocks != builtin_data.BACKGROUND).any(-1)
-    horizontal, vertical = builtin_data.BAR, builtin_data.BAR.T
+    lit = (blocks != builtin.BACKGROUND).any(-1)
+    horizontal, vertical = builtin.BAR, builtin.BAR.T
     assert ((lit == horizontal) | (lit == vertical)).all(axis=(-1, -2)).all()  # one 3 px bar each
     is_vertical = (lit == vertical).all(axis=(-1, -2))
     colour = blocks[:, :, :, 1, 1]  # the pixel both bars share
@@ -84,15 +84,15 @@ def _v2_cells(images):
 
 
 def test_builtin_v2_every_cell_is_a_bar_coloured_as_cue_or_distractor_by_its_channels():
-    images, _ = builtin_data.generate_v2(64, seed=3)
+    images, _ = builtin.generate_v2(64, seed=3)
     _, colour = _v2_cells(images)
     cue = colour[..., 0] == colour[..., 1]  # red equals green
-    assert abs(cue.mean() - builtin_data.CUE_FRACTION) < 0.03
+    assert abs(cue.mean() - builtin.CUE_FRACTION) < 0.03
     bright_red = colour[..., 0] > 150
     # each channel alone is bright as often in cues as in distractors: only their mix tells
     assert abs(bright_red[cue].mean() - bright_red[~cue].mean()) < 0.03
     kinds = {tuple(c) for c in colour.reshape(-1, 3).tolist()}
-    allowed = builtin_data.CUE_COLOURS.tolist() + builtin_data.DISTRACTOR_COLOURS.tolist()
+    allowed = builtin.CUE_COLOURS.tolist() + builtin.DISTRACTOR_COLOURS.tolist()
     assert kinds == {tuple(c) for c in allowed}
 
 
@@ -116,17 +116,17 @@ def _agreement(symbol, keep, shift):
 
 
 def test_builtin_v2_cue_bars_repeat_under_the_label_shift_and_distractors_under_another():
-    images, labels = builtin_data.generate_v2(64, seed=4)
+    images, labels = builtin.generate_v2(64, seed=4)
     is_vertical, colour = _v2_cells(images)
     cue = colour[..., 0] == colour[..., 1]
-    kept = (1 - builtin_data.NOISE) ** 2
+    kept = (1 - builtin.NOISE) ** 2
     expected = kept + (1 - kept) / 2  # redrawn bars still match half the time
     own, other, decoy_own, decoy_best = [], [], [], []
     for n, label in enumerate(labels):
-        agree = [_agreement(is_vertical[n], cue[n], s) for s in builtin_data.SHIFTS]
+        agree = [_agreement(is_vertical[n], cue[n], s) for s in builtin.SHIFTS]
         own.append(agree[label])
         other += [a for k, a in enumerate(agree) if k != label]
-        decoys = [_agreement(is_vertical[n], ~cue[n], s) for s in builtin_data.SHIFTS]
+        decoys = [_agreement(is_vertical[n], ~cue[n], s) for s in builtin.SHIFTS]
         decoy_own.append(decoys[label])
         decoy_best.append(max(a for k, a in enumerate(decoys) if k != label))
     assert abs(np.mean(own) - expected) < 0.05 and abs(np.mean(other) - 0.5) < 0.05
@@ -139,38 +139,38 @@ def test_builtin_v2_cue_bars_repeat_under_the_label_shift_and_distractors_under_
 def _v3_cells(images):
     """Per cell: (cue?, index of its colour in the palette) read back from the pixels."""
     is_vertical, colour = _v2_cells(images)
-    palette = builtin_data.PALETTE
+    palette = builtin.PALETTE
     matches = (colour[..., None, :] == palette).all(-1)  # N x grid x grid x len(PALETTE)
     assert (matches.sum(-1) == 1).all()  # every bar has exactly one of the palette's colours
     return ~is_vertical, matches.argmax(-1)
 
 
 def test_builtin_v3_every_cell_is_a_palette_bar_whose_orientation_is_its_role():
-    images, _ = builtin_data.generate_v3(64, seed=3)
+    images, _ = builtin.generate_v3(64, seed=3)
     cue, symbol = _v3_cells(images)
-    assert abs(cue.mean() - builtin_data.CUE_FRACTION_V3) < 0.03
+    assert abs(cue.mean() - builtin.CUE_FRACTION_V3) < 0.03
     # the role is the bar's shape alone: each colour is as common among cues as distractors
-    for k in range(len(builtin_data.PALETTE)):
+    for k in range(len(builtin.PALETTE)):
         assert abs((symbol[cue] == k).mean() - (symbol[~cue] == k).mean()) < 0.03
     # and no single channel names the colour: two palette colours share each bright channel
-    bright = builtin_data.PALETTE > 150
+    bright = builtin.PALETTE > 150
     assert (bright[:, :2].sum(0) == 2).all()
 
 
 def test_builtin_v3_cue_colours_repeat_under_the_label_shift_and_distractors_under_another():
-    images, labels = builtin_data.generate_v3(64, seed=4)
+    images, labels = builtin.generate_v3(64, seed=4)
     cue, symbol = _v3_cells(images)
-    chance = 1 / len(builtin_data.PALETTE)
-    kept = (1 - builtin_data.NOISE_V3) ** 2
+    chance = 1 / len(builtin.PALETTE)
+    kept = (1 - builtin.NOISE_V3) ** 2
     expected = kept + (1 - kept) * chance  # redrawn colours still match by chance
     own, other = [], []
     decoy_own, decoy_best = np.zeros(2), np.zeros(2)  # (pairs that match, pairs), pooled
     for n, label in enumerate(labels):
-        agree = [_agreement(symbol[n], cue[n], s) for s in builtin_data.SHIFTS]
+        agree = [_agreement(symbol[n], cue[n], s) for s in builtin.SHIFTS]
         own.append(agree[label])
         other += [a for k, a in enumerate(agree) if k != label]
         # distractors are few: pool their pairs over images rather than average per image
-        decoys = [_pairs(symbol[n], ~cue[n], s) for s in builtin_data.SHIFTS]
+        decoys = [_pairs(symbol[n], ~cue[n], s) for s in builtin.SHIFTS]
         decoy_own += decoys[label]
         decoy_best += max((d for k, d in enumerate(decoys) if k != label), key=_rate)
     assert abs(np.mean(own) - expected) < 0.05 and abs(np.mean(other) - chance) < 0.05
@@ -185,18 +185,18 @@ def test_builtin_tasks_are_chosen_by_data_name_and_cached_apart(tmp_path, name):
     cfg = dataclasses.replace(tiny_builtin(tmp_path), name=name)
     train, _, info = build_loaders(cfg, batch_size=8, eval_batch_size=16, seed=0)
     assert (info.name, info.num_classes) == (name, 4)
-    generate = {"builtin_v1": builtin_data.generate, "builtin_v2": builtin_data.generate_v2,
-                "builtin_v3": builtin_data.generate_v3}[name]  # fmt: skip
+    generate = {"builtin_v1": builtin.generate, "builtin_v2": builtin.generate_v2,
+                "builtin_v3": builtin.generate_v3}[name]  # fmt: skip
     (cached,) = tmp_path.rglob("*.npz")
     with np.load(cached) as f:
         assert np.array_equal(f["train_x"], generate(len(f["train_y"]), seed=0)[0])
 
 
 def test_builtin_is_cached_and_reloaded_from_the_cache(tmp_path):
-    train, val = builtin_data.load(12, 4, seed=5, cache_dir=tmp_path)
+    train, val = builtin.load(12, 4, seed=5, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*.npz")
     stamp = cached.stat().st_mtime_ns
-    train2, _ = builtin_data.load(12, 4, seed=5, cache_dir=tmp_path)
+    train2, _ = builtin.load(12, 4, seed=5, cache_dir=tmp_path)
     assert cached.stat().st_mtime_ns == stamp
     assert np.array_equal(train.images, train2.images)
     assert (len(train), len(val)) == (12, 4)
@@ -207,7 +207,7 @@ def test_unwritable_cache_dir_is_a_config_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=r"^data\.cache_dir='.*file': must be a writable folder"):
-        builtin_data.load(4, 4, seed=0, cache_dir=blocker)
+        builtin.load(4, 4, seed=0, cache_dir=blocker)
 
 
 def test_builtin_loaders_give_normalised_batches_and_labels_in_range(tmp_path):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from van_ablate.__main__ import _jobs_side_by_side
-from van_ablate.hardware import (
+from van_ablate.train.hardware import (
     available_cpus,
     busy_cpus,
     cgroup_cpu_quota,

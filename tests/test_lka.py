@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from van_ablate.lka import LKA, LKASpec, auto_dilation, eq3_cost
+from van_ablate.model.lka import LKA, LKASpec, auto_dilation, eq3_cost
 
 BRANCHES = [b for b in itertools.product([True, False], repeat=3) if any(b)]
 
@@ -73,7 +73,7 @@ def _expected_params(spec: LKASpec, c: int) -> int:
 
 @pytest.mark.parametrize("spec", list(_specs()), ids=str)
 def test_every_switch_combination_keeps_the_input_size_and_trains(spec):
-    from van_ablate.complexity import lka_params
+    from van_ablate.model.complexity import lka_params
 
     c = 4
     module = LKA(c, spec)

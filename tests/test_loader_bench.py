@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from van_ablate.data import build_loaders
+from van_ablate.data.loaders import build_loaders
 from van_ablate.loader_bench import (
     LoaderSetting,
     loader_images_per_sec,

@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelConfig, ModelSpec
-from van_ablate.van import ARCHS
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelConfig, ModelSpec
+from van_ablate.model.van import ARCHS
 
 TINY = dict(num_classes=10, img_size=32)
 

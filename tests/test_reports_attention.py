@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from report_inputs import make_results, write_checkpoint, write_run
 
-from van_ablate import builtin_data
 from van_ablate.analysis import attention
+from van_ablate.data import builtin
 from van_ablate.runs import load_run_model
 
 ABLATIONS = ("baseline", "sigmoid", "no_pw_conv")
@@ -40,7 +40,7 @@ def test_lka_maps_are_one_normalised_map_per_stage_at_the_stage_resolution(runs)
     assert [m.shape for m in maps] == [(2, 16, 16), (2, 8, 8), (2, 4, 4), (2, 2, 2)]
     for m in maps:
         assert m.min() == pytest.approx(0.0) and m.max() == pytest.approx(1.0)
-    assert logits.shape == (2, builtin_data.NUM_CLASSES)  # one logit per class of the run's data
+    assert logits.shape == (2, builtin.NUM_CLASSES)  # one logit per class of the run's data
 
 
 def test_grad_cam_covers_the_input_for_the_predicted_class(runs):
@@ -127,6 +127,6 @@ def test_images_of_the_validation_split_come_with_their_true_classes_and_names(t
     data = {"num_train": 8, "num_val": 4, "cache_dir": str(tmp_path / "cache")}
     run = write_run(tmp_path / "runs", make_results("b", ablation="baseline", data=data))
     _, _, labels, names = attention.load_images(run, 3, None)
-    assert names == list(builtin_data.CLASSES)
-    _, val = builtin_data.load(8, 4, seed=0, cache_dir=tmp_path / "cache")
+    assert names == list(builtin.CLASSES)
+    _, val = builtin.load(8, 4, seed=0, cache_dir=tmp_path / "cache")
     assert labels == val.labels[:3].tolist()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RUN, read_results, run_app, run_env, run_main, write_image_folder
 
-from van_ablate import checkpoint
 from van_ablate.__main__ import main
 from van_ablate.errors import EXIT_CONFIG, Preempted
-from van_ablate.preemption import StopSignals
+from van_ablate.train import checkpoint
+from van_ablate.train.preemption import StopSignals
 
 # Everything random on: mixup/cutmix, drop path, random crops and flips.
 ARGS = [

@@ -1,7 +1,7 @@
 """The van_optuna Hydra sweeper end to end, on a tiny Hydra app written into a temp dir.
 
 The app is a real ``@hydra.main`` program (not a mock): its "training" reports one value per
-epoch through :func:`van_ablate.trial.report_epoch` and returns ``-(x-2)**2 + 0.1*epochs``
+epoch through :func:`van_ablate.sweep.trial.report_epoch` and returns ``-(x-2)**2 + 0.1*epochs``
 (best at x=2), or ``[that, x]`` with ``multi=true``. The slow tests kill a sweep mid-trial and
 run three sweeps at once on one storage.
 """
@@ -31,7 +31,7 @@ import math, os, time
 from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from van_ablate.trial import report_epoch
+from van_ablate.sweep.trial import report_epoch
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg):

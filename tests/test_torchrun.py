@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_RUN, read_results, run_env
 
-from van_ablate.data import DataConfig, build_loaders
+from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.runs import load_run_model
 
 

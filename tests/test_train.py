@@ -15,14 +15,15 @@ from hydra import compose, initialize_config_module
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from van_ablate import checkpoint, results
+from van_ablate import results
 from van_ablate.__main__ import main, train_job
 from van_ablate.config import CONF_PACKAGE
-from van_ablate.data import DataConfig, build_loaders
+from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.errors import EXIT_DIVERGED, Diverged
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.runs import load_run_model
 from van_ablate.sweep.coordinator import SWEEP
+from van_ablate.train import checkpoint
 
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr"}
 EPOCH_KEYS |= {"images_per_sec", "time_s"}

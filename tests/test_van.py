@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 import van_ablate  # noqa: F401  (registers the models)
-from van_ablate.van import ARCHS, VAN
+from van_ablate.model.van import ARCHS, VAN
 
 REFERENCE = "../shared/reference/van_paper.yaml"
 

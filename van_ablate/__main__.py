@@ -57,7 +57,7 @@ _TYPE_WORDS = (
 _ELEMENT_WORDS = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
 _task_started = False
 _TRACEBACK_ENV = "_VAN_ABLATE_FULL_ERROR"
-# fvcore (used by van_ablate.complexity) scripts a loss with the deprecated torch.jit.script.
+# fvcore (used by van_ablate.model.complexity) scripts a loss with the deprecated torch.jit.script.
 warnings.filterwarnings("ignore", ".*torch.jit.script.* is deprecated", FutureWarning)
 
 
@@ -97,9 +97,9 @@ def train_job(
 
     ``parallel_jobs`` jobs run side by side on this machine and share its CPUs' threads.
     """
-    from van_ablate import job  # imported after Hydra has set up logging
-    from van_ablate.distributed import DistEnv
-    from van_ablate.hardware import configure_threads
+    from van_ablate.train import job  # imported after Hydra has set up logging
+    from van_ablate.train.distributed import DistEnv
+    from van_ablate.train.hardware import configure_threads
 
     configure_threads(os.environ, parallel_jobs=parallel_jobs)
     results = job.run(

@@ -12,7 +12,7 @@ after ``--warmup`` steps; forward runs in eval mode under ``torch.no_grad``, for
 train mode. With ``--compare`` the two LKAs alternate block by block, so drift in a shared
 machine's load hits both alike. Progress (the warm-up, each timed block) goes to stderr as it
 happens; the table or JSON to stdout. Threads default to the CPUs this process may use
-(:mod:`van_ablate.hardware`).
+(:mod:`van_ablate.train.hardware`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from torch import nn
 from van_ablate import checks
 from van_ablate.cli_args import OneLineParser, add_model_arguments, model_from_args
 from van_ablate.errors import EXIT_CONFIG, ConfigError
-from van_ablate.hardware import configure_threads, describe
-from van_ablate.lka import LKA, LKASpec
+from van_ablate.model.lka import LKA, LKASpec
+from van_ablate.train.hardware import configure_threads, describe
 
 __all__ = ["StraightLKA", "benchmark", "main", "to_straight_line"]
 
@@ -70,7 +70,7 @@ class StraightLKA(nn.Module):
 
 
 def to_straight_line(model: nn.Module) -> nn.Module:
-    """Replace every :class:`~van_ablate.lka.LKA` in ``model`` by a :class:`StraightLKA`
+    """Replace every :class:`~van_ablate.model.lka.LKA` in ``model`` by a :class:`StraightLKA`
     holding the same weights (in place); only specs that are three convs and a product.
 
     >>> import timm, van_ablate

@@ -4,12 +4,12 @@ Both commands name a model the way the training app does, with Hydra's override 
 
     python -m van_ablate.complexity model=van_b2 lka.kernel_size=7 lka.gate=sigmoid
 
-Keys: ``model=NAME``, ``model.FIELD=VALUE`` (:class:`~van_ablate.model_spec.ModelConfig`),
-``lka.FIELD=VALUE`` (:class:`~van_ablate.lka.LKASpec`, the switches of Sec. 3.2 and Table 3),
+Keys: ``model=NAME``, ``model.FIELD=VALUE`` (:class:`~van_ablate.model.spec.ModelConfig`),
+``lka.FIELD=VALUE`` (:class:`~van_ablate.model.lka.LKASpec`, the switches of Sec. 3.2 and Table 3),
 ``data.img_size=N`` and ``data.num_classes=N``. The older ``--model NAME``, ``--img-size N``
 and ``--lka.FIELD VALUE`` options say the same. Bad input is reported on one line with exit
 status 2. This module holds that parser and turns its arguments into a
-:class:`~van_ablate.model_spec.ModelSpec`.
+:class:`~van_ablate.model.spec.ModelSpec`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from hydra.errors import OverrideParseException
 
 from van_ablate import checks
 from van_ablate.errors import EXIT_CONFIG, ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelConfig, ModelSpec
-from van_ablate.van import ARCHS
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelConfig, ModelSpec
+from van_ablate.model.van import ARCHS
 
 __all__ = ["OneLineParser", "add_model_arguments", "model_from_args", "overrides_given"]
 

@@ -22,14 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from timm.optim import list_optimizers
 
 from van_ablate import checks
-from van_ablate.ablation import CONF_PACKAGE as CONF_PACKAGE  # where the entry point finds conf/
-from van_ablate.ablation import check_ablations
-from van_ablate.data import DataConfig
+from van_ablate.data.loaders import DataConfig
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelConfig, ModelSpec
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelConfig, ModelSpec
+from van_ablate.model.van import ARCHS
+from van_ablate.paper.ablation import (
+    CONF_PACKAGE as CONF_PACKAGE,  # where the entry point finds conf/
+)
+from van_ablate.paper.ablation import check_ablations
 from van_ablate.results import OBJECTIVE_FIELDS
-from van_ablate.van import ARCHS
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -110,9 +112,9 @@ class Config:
 def register_configs() -> None:
     """Put the schema in Hydra's ConfigStore as ``base_config`` (``conf/config.yaml`` uses it).
 
-    Its nodes are the classes the code uses: :class:`~van_ablate.lka.LKASpec` for ``lka``,
-    :class:`~van_ablate.model_spec.ModelConfig`, :class:`~van_ablate.data.DataConfig`, and the
-    ones below.
+    Its nodes are the classes the code uses: :class:`~van_ablate.model.lka.LKASpec` for ``lka``,
+    :class:`~van_ablate.model.spec.ModelConfig`, :class:`~van_ablate.data.loaders.DataConfig`,
+    and the ones below.
     """
     ConfigStore.instance().store(name="base_config", node=Config)
 

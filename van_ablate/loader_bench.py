@@ -1,7 +1,8 @@
 """Is a run input-bound? Loader images/s with the paper's transforms against the training step.
 
 Writes a small ImageFolder of JPEGs into a temporary folder, builds the training loader as a run
-with ``data=imagenet`` does (:func:`van_ablate.data.build_loaders` with ``conf/data/imagenet.yaml``:
+with ``data=imagenet`` does (:func:`van_ablate.data.loaders.build_loaders` with
+``conf/data/imagenet.yaml``:
 the paper's random-resized crops, flips, RandAugment and random erasing through timm; Sec. 4.1,
 reference: imagenet_recipe), and times ``--epochs`` passes over it for each loader setting
 (workers, pin memory, persistent workers, prefetch factor). Then it times the model's training
@@ -33,13 +34,13 @@ import yaml
 from PIL import Image
 
 from van_ablate import checks
-from van_ablate.ablation import CONF_PACKAGE
 from van_ablate.bench import benchmark
 from van_ablate.cli_args import OneLineParser
-from van_ablate.data import DataConfig, build_loaders
+from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.errors import EXIT_CONFIG, ConfigError
-from van_ablate.hardware import available_cpus, configure_threads
-from van_ablate.van import ARCHS
+from van_ablate.model.van import ARCHS
+from van_ablate.paper.ablation import CONF_PACKAGE
+from van_ablate.train.hardware import available_cpus, configure_threads
 
 __all__ = ["LoaderSetting", "default_settings", "loader_images_per_sec", "main", "write_jpegs"]
 

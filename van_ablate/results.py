@@ -1,7 +1,7 @@
 """``results.json``: what one training run reports (schema 3, documented in the README).
 
 The per-epoch top-1 / top-5 (in percent) follow the paper's evaluation (ImageNet-1K val top-1,
-Sec. 4.1); params and MACs come from :mod:`van_ablate.complexity`. Objective names are dotted
+Sec. 4.1); params and MACs come from :mod:`van_ablate.model.complexity`. Objective names are dotted
 paths into this document, so sweepers can optimise any of :data:`OBJECTIVE_FIELDS`::
 
     objective_values(results, ["best.val_top1", "complexity.macs"])  # -> [71.2, 151234560.0]
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from van_ablate import checks
-from van_ablate.model_spec import ModelSpec
+from van_ablate.model.spec import ModelSpec
 
 SCHEMA_VERSION = 3
 # Keys renamed by each schema version (old dotted path -> new), so older files stay readable:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from van_ablate import checkpoint
-from van_ablate.model_spec import ModelSpec
+from van_ablate.model.spec import ModelSpec
+from van_ablate.train import checkpoint
 
 # Overrides that do not name a different experiment: they are in the name itself (ablations,
 # seed; the model group is the parent folder) or change only logging, resuming and scoring.

@@ -5,7 +5,7 @@ A spec is a mapping ``{name: <one of the keys below>, **constructor kwargs}``, e
 A sampler spec written for the official Hydra plugin (``_target_: optuna.samplers.X`` plus
 arguments) carries over: its class gives the name, its other keys the arguments. Pruner specs
 are also stored in the study, so a job rebuilds the same pruner when it reports an epoch
-(:mod:`van_ablate.trial`).
+(:mod:`van_ablate.sweep.trial`).
 """
 
 from __future__ import annotations

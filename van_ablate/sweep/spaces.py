@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from optuna.trial import Trial
 
-from van_ablate.lka import auto_dilation
+from van_ablate.model.lka import auto_dilation
 
 
 def lka_dilation(cfg: Any, trial: Trial) -> dict[str, Any]:

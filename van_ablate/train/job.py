@@ -1,6 +1,6 @@
 """One training job, put together: config -> checkpoint to resume -> data, model, recipe ->
-:class:`~van_ablate.train.Trainer` (the loop) + :class:`~van_ablate.record.RunRecord` (what the
-run leaves behind). Bad input fails here, before any file is written::
+:class:`~van_ablate.train.loop.Trainer` (the loop) + :class:`~van_ablate.train.record.RunRecord`
+(what the run leaves behind). Bad input fails here, before any file is written::
 
     results = run(cfg, run_dir, ablations=["k7"], resolved=config_dict, dist=DistEnv())
 """
@@ -17,16 +17,16 @@ from typing import Any
 import timm
 import torch
 
-from van_ablate import checkpoint, distributed, hardware
 from van_ablate.config import Config, global_batch_steps, scaled_lr
-from van_ablate.data import build_loaders
-from van_ablate.distributed import DistEnv
+from van_ablate.data.loaders import build_loaders
 from van_ablate.errors import ConfigError
-from van_ablate.model_spec import ModelSpec
-from van_ablate.preemption import StopSignals
-from van_ablate.recipe import build_recipe
-from van_ablate.record import RunRecord
-from van_ablate.train import NonFinite, Trainer
+from van_ablate.model.spec import ModelSpec
+from van_ablate.train import checkpoint, distributed, hardware
+from van_ablate.train.distributed import DistEnv
+from van_ablate.train.loop import NonFinite, Trainer
+from van_ablate.train.preemption import StopSignals
+from van_ablate.train.recipe import build_recipe
+from van_ablate.train.record import RunRecord
 
 log = logging.getLogger(__name__)
 

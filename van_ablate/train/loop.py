@@ -1,10 +1,10 @@
 """The training loop: one model, its data and recipe; optimizer steps, epochs and evaluation.
 
 Implements the paper's ImageNet protocol (Sec. 4.1; reference: imagenet_recipe) with timm's
-parts (:mod:`van_ablate.recipe`), plus bf16 autocast, channels_last, torch.compile, gradient
+parts (:mod:`van_ablate.train.recipe`), plus bf16 autocast, channels_last, torch.compile, gradient
 clipping, gradient accumulation to a global batch, and DistributedDataParallel under torchrun
-(:mod:`van_ablate.distributed`). What a run leaves behind (results.json, checkpoints, W&B, the
-Optuna trial) is :class:`van_ablate.record.RunRecord`'s; :mod:`van_ablate.job` puts both
+(:mod:`van_ablate.train.distributed`). What a run leaves behind (results.json, checkpoints, W&B, the
+Optuna trial) is :class:`van_ablate.train.record.RunRecord`'s; :mod:`van_ablate.train.job` puts both
 together. On SIGTERM / SIGUSR2 the loop stops at the next optimizer step, has a mid-epoch
 checkpoint written and raises :class:`van_ablate.errors.Preempted`::
 
@@ -27,11 +27,11 @@ from timm.utils import dispatch_clip_grad
 from torch import nn
 from tqdm import tqdm
 
-from van_ablate import checkpoint, distributed
 from van_ablate.config import TrainConfig
-from van_ablate.distributed import DistEnv
-from van_ablate.preemption import StopSignals
-from van_ablate.recipe import Recipe, autocast
+from van_ablate.train import checkpoint, distributed
+from van_ablate.train.distributed import DistEnv
+from van_ablate.train.preemption import StopSignals
+from van_ablate.train.recipe import Recipe, autocast
 
 
 class NonFinite(Exception):

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from van_ablate import distributed
-from van_ablate.distributed import DistEnv
 from van_ablate.errors import Preempted
+from van_ablate.train import distributed
+from van_ablate.train.distributed import DistEnv
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 

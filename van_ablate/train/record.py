@@ -1,6 +1,6 @@
 """What a run leaves behind: ``results.json``, checkpoints, W&B and its Optuna trial.
 
-The training loop (:class:`van_ablate.train.Trainer`) tells a :class:`RunRecord` each finished
+The training loop (:class:`van_ablate.train.loop.Trainer`) tells a :class:`RunRecord` each finished
 epoch, each logged step and a stop signal; the record writes them (rank 0 only) and answers
 whether the sweep's pruner stops the trial::
 
@@ -21,11 +21,12 @@ from typing import Any
 
 import yaml
 
-from van_ablate import checkpoint, distributed, results
+from van_ablate import results
 from van_ablate.config import Config
-from van_ablate.distributed import DistEnv
 from van_ablate.errors import EXIT_DIVERGED, Diverged
 from van_ablate.io import atomic_write_json, atomic_write_text
+from van_ablate.train import checkpoint, distributed
+from van_ablate.train.distributed import DistEnv
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class RunRecord:
             return False
         import optuna  # only sweeps need it
 
-        from van_ablate.trial import report_epoch
+        from van_ablate.sweep.trial import report_epoch
 
         pruned = False
         if self.dist.is_main:

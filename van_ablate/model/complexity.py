@@ -15,9 +15,9 @@ config alone (closed form) and from the built model (fvcore), in named conventio
   that reproduces the paper's 0.88 G for VAN-B0 and the kernel-size table together. GELU,
   the attention product, LayerScale, residual adds and pooling are in neither convention.
 
-A whole model's figures come from :meth:`van_ablate.model_spec.ModelSpec.cost`;
+A whole model's figures come from :meth:`van_ablate.model.spec.ModelSpec.cost`;
 ``python -m van_ablate.complexity`` prints the paper's tables with both figures beside them
-(the command is :mod:`van_ablate.paper_tables`).
+(the command is :mod:`van_ablate.paper.tables`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ with warnings.catch_warnings():
 
 from van_ablate import checks
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.van import MLP_RATIOS
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.van import MLP_RATIOS
 
 __all__ = [
     "Cost",
@@ -187,7 +187,7 @@ def van_cost(
     in_chans: int = 3,
     layer_scale: bool = True,
 ) -> Cost:
-    """Closed-form cost of a whole VAN (:mod:`van_ablate.van`) without building it.
+    """Closed-form cost of a whole VAN (:mod:`van_ablate.model.van`) without building it.
 
     >>> c = van_cost((32, 64, 160, 256), (3, 3, 5, 2))  # VAN-B0
     >>> c.params, c.macs, c.flops_paper

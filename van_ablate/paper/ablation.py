@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from van_ablate import checks
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
+from van_ablate.model.lka import LKASpec
 
 __all__ = [
     "CONF_PACKAGE",

@@ -2,10 +2,10 @@
 
 Prints Table 3, the kernel-size table and the model table of "Visual Attention Network"
 (Guo et al. 2022) with, for each row, the figure the paper prints, the closed form
-(:func:`~van_ablate.complexity.van_cost`) and the fvcore count
-(:func:`~van_ablate.complexity.count_cost`), as Markdown, CSV or JSON; a composed model and
+(:func:`~van_ablate.model.complexity.van_cost`) and the fvcore count
+(:func:`~van_ablate.model.complexity.count_cost`), as Markdown, CSV or JSON; a composed model and
 LKA (``--model``, ``--lka.*``) is added as one more row, next to its paper row if it has one.
-The conventions are those of :mod:`van_ablate.complexity`; its ``-m`` entry point runs main().
+The conventions are those of :mod:`van_ablate.model.complexity`; its ``-m`` entry point runs main().
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 
 from van_ablate import checks, paper
 from van_ablate.cli_args import OneLineParser, add_model_arguments, model_from_args, overrides_given
-from van_ablate.complexity import Cost
 from van_ablate.errors import EXIT_CONFIG, ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.model_spec import ModelSpec
+from van_ablate.model.complexity import Cost
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.spec import ModelSpec
 from van_ablate.paper import PaperRow, paper_round
 
 __all__ = ["compare_rows", "main", "render"]

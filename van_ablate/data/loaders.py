@@ -1,7 +1,7 @@
 """Data for a run: one :class:`DataConfig`, turned into train/eval loaders by timm.
 
 Datasets come from ``timm.data.create_dataset`` (ImageNet-style folders, CIFAR in torchvision's
-on-disk format, and every other source timm reads), or from :mod:`van_ablate.builtin_data`, the
+on-disk format, and every other source timm reads), or from :mod:`van_ablate.data.builtin`, the
 embedded default. Loaders and transforms come from ``timm.data.create_loader`` /
 ``create_transform``. The ImageNet recipe of the paper (Sec. 4.1; reference: imagenet_recipe) is
 ``conf/data/imagenet.yaml``: RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize
@@ -27,13 +27,13 @@ from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
-from van_ablate import builtin_data
 from van_ablate.checks import check_known_keys
+from van_ablate.data import builtin
 from van_ablate.errors import ConfigError
 
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}
-NAMES = (*builtin_data.TASKS, *FOLDER_NAMES, *TORCH_NAMES)
+NAMES = (*builtin.TASKS, *FOLDER_NAMES, *TORCH_NAMES)
 TIMM_PREFIXES = ("torch", "hfds", "hfids", "tfds", "wds")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ON_CORRUPT = ("skip", "stop")
@@ -336,11 +336,11 @@ class _Samples(Dataset):
 
 def _datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int, int]:
     """Train and eval datasets, the number of classes and the count of skipped corrupt files."""
-    if cfg.name in builtin_data.TASKS:
-        train, val = builtin_data.load(
+    if cfg.name in builtin.TASKS:
+        train, val = builtin.load(
             cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name
         )
-        return _Samples(train, None, seed), _Samples(val, None, seed), builtin_data.NUM_CLASSES, 0
+        return _Samples(train, None, seed), _Samples(val, None, seed), builtin.NUM_CLASSES, 0
     root = _check_root(cfg)
     if cfg.name in FOLDER_NAMES:
         train, skipped_train = _folder(cfg, root, cfg.train_split, "train_split", seed)

@@ -1,10 +1,10 @@
 """The paper's printed figures, and the LKA spec and ablation behind every ablation row.
 
-Loads ``paper_figures.yaml``, a verbatim copy of the reference figures of "Visual Attention
+Loads ``figures.yaml`` beside it, a verbatim copy of the reference figures of "Visual Attention
 Network" (Guo et al. 2022): Table 3 (LKA components), the kernel-size table, the LayerScale
 table, the model table (Table 2 sizes) and the official training recipe. This module is the one
 place that says which row is which ablation; what an ablation switches is said once, in its
-``conf/ablation/<ablation>.yaml`` (read through :mod:`van_ablate.ablation`). The complexity
+``conf/ablation/<ablation>.yaml`` (read through :mod:`van_ablate.paper.ablation`). The complexity
 tables and the reports import it::
 
     from van_ablate import paper
@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from van_ablate.ablation import ablation_model
-from van_ablate.lka import LKASpec
+from van_ablate.model.lka import LKASpec
+from van_ablate.paper.ablation import ablation_model
 
 __all__ = [
     "FIGURES",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 FIGURES: dict[str, Any] = yaml.safe_load(
-    resources.files("van_ablate").joinpath("paper_figures.yaml").read_text(encoding="utf-8")
+    resources.files("van_ablate.paper").joinpath("figures.yaml").read_text(encoding="utf-8")
 )
 
 # Table 3 row label -> the ablation that builds it (conf/ablation/<ablation>.yaml says how).

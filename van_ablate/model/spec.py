@@ -9,7 +9,8 @@ finished run's model is rebuilt from it, so it has one shape on the whole way::
     ModelSpec.from_dict(spec.to_dict()) == spec
 
 Architecture fields left as None take the registered model's values (Table 2 of "Visual
-Attention Network", :data:`van_ablate.van.ARCHS`), so a spec always holds the full architecture.
+Attention Network", :data:`van_ablate.model.van.ARCHS`), so a spec always holds the full
+architecture.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import torch
 from torch import nn
 
 from van_ablate import checks
-from van_ablate.complexity import Cost, count_cost, van_cost
 from van_ablate.errors import ConfigError
-from van_ablate.lka import LKASpec
-from van_ablate.van import ARCHS
+from van_ablate.model.complexity import Cost, count_cost, van_cost
+from van_ablate.model.lka import LKASpec
+from van_ablate.model.van import ARCHS
 
 __all__ = ["ModelConfig", "ModelSpec"]
 
@@ -37,7 +38,7 @@ _ARCH_FIELDS = ("dims", "depths", "mlp_ratios")
 class ModelConfig:
     """``model`` config group (``conf/model/*.yaml``): which VAN and what to change in it.
 
-    Every null takes the registered model's value (:data:`van_ablate.van.ARCHS`); set a list
+    Every null takes the registered model's value (:data:`van_ablate.model.van.ARCHS`); set a list
     of 4 to change widths, depths or MLP ratios. :meth:`ModelSpec.from_config` checks it.
     """
 
@@ -159,7 +160,7 @@ class ModelSpec:
         return timm.create_model(self.name, **{**self.timm_kwargs(), **kwargs})
 
     def closed_cost(self) -> Cost:
-        """Params and FLOPs from the architecture alone (:func:`van_ablate.complexity.van_cost`)."""
+        """Params and FLOPs from the architecture alone (:func:`.complexity.van_cost`)."""
         return van_cost(
             self.dims,
             self.depths,
