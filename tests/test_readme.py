@@ -1,5 +1,5 @@
-"""The READMEs' shell commands run as printed after ``make test``'s set-up: every tool that only
-exists inside ``.venv`` is called as ``.venv/bin/<tool>``, never bare."""
+"""The READMEs' and the manual's shell commands run as printed after ``make test``'s set-up: every
+tool that only exists inside ``.venv`` is called as ``.venv/bin/<tool>``, never bare."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ VENV_ONLY = {
     "wandb",
     "ruff",
     "van-ablate",
+    "mkdocs",
 }
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 
@@ -68,7 +69,12 @@ def test_commands_are_found_in_shell_blocks():
     assert commands(block) == ["python", ".venv/bin/pytest", "tee", "make"]
 
 
-READMES = ("README.md", "experiments/README.md")
+# The READMEs and every page of the manual (docs/, the mkdocs site).
+READMES = (
+    "README.md",
+    "experiments/README.md",
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
+)
 BLOCKS = [
     (f"{name}:{line}", block)
     for name in READMES
@@ -76,8 +82,9 @@ BLOCKS = [
 ]
 
 
-def test_the_readmes_have_shell_blocks_to_check():
-    assert len([b for b in BLOCKS if b[0].startswith("README.md:")]) >= 10
+def test_the_readmes_and_the_manual_have_shell_blocks_to_check():
+    assert len([b for b in BLOCKS if b[0].startswith("README.md:")]) >= 3
+    assert len([b for b in BLOCKS if b[0].startswith("docs/")]) >= 15
 
 
 @pytest.mark.parametrize("where,block", BLOCKS)
