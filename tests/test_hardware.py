@@ -169,7 +169,8 @@ def test_two_trials_side_by_side_get_the_cpus_shared_between_them(tmp_path, imag
     ]
     args += [*TINY_RUN, "data=imagefolder", f"data.root={image_folder}"]
     args += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2"]
-    args += ["hydra.sweeper.study_name=threads", "seed=choice(0,1)"]
+    args += ["hydra.sweeper.study_name=threads", "hydra.sweeper.direction=maximize"]
+    args += ["seed=choice(0,1)"]
     proc = run_app(args, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     setups = [read_results(d)["setup"] for d in sorted(sweep_dir.glob("trial_*"))]
