@@ -16,6 +16,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
+# CI=true: a skip fails (tests/ci_skips.py).
+pytest_plugins = ["ci_skips"]
+
 # Tiny, fast, deterministic and offline settings for end-to-end runs of `python -m van_ablate`.
 TINY_RUN = [
     "logger=none",
