@@ -454,7 +454,7 @@ def test_empty_root_is_a_config_error(tmp_path):
 
 def test_unset_root_is_a_config_error_for_folder_data():
     with pytest.raises(
-        ConfigError, match=r"^data\.root=None: data\.name=imagenet needs data\.root"
+        ConfigError, match=r"^data\.root=None: must be a folder \(data\.name=imagenet reads it\)$"
     ):
         build_loaders(DataConfig(name="imagenet"), batch_size=2, eval_batch_size=2, seed=0)
 
@@ -489,6 +489,11 @@ def test_bad_batch_size_is_a_config_error_on_the_train_key(tmp_path, batch_size)
         (dict(num_workers=-1), "num_workers"),
         (dict(num_classes=0), "num_classes"),
         (dict(auto_augment="bogus"), "auto_augment"),
+        (dict(crop_pct=0.0), "crop_pct"),
+        (dict(color_jitter=-0.5), "color_jitter"),
+        (dict(ratio=[1.5, 1.0]), "ratio"),
+        (dict(seed=-1), "seed"),
+        (dict(num_train=True), "num_train"),
     ],
 )
 def test_bad_data_config_values_are_one_line_config_errors(fields, key):
@@ -497,13 +502,32 @@ def test_bad_data_config_values_are_one_line_config_errors(fields, key):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(name="mnist"), "data.name='mnist': must be one of builtin, "),
+        (dict(crop_pct=0), "data.crop_pct=0: must be a number > 0 (eval resize"),
+        (dict(mean=[0.5]), "data.mean=[0.5]: must be a list of 3 numbers (one per RGB channel)"),
+        (dict(scale=[0.5, 1.5]), "data.scale=[0.5, 1.5]: must be [min, max] with 0 < min <= max"),
+        (dict(hflip=2.0), "data.hflip=2.0: must be in [0, 1]"),
+    ],
+)
+def test_data_config_refusals_say_what_is_allowed(fields, message):
+    with pytest.raises(ConfigError) as err:
+        DataConfig(**fields)
+    assert str(err.value).startswith(message)
+
+
 def test_unknown_data_key_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^data\.colour=.*unknown key"):
         DataConfig.from_any({"colour": 1})
 
 
 def test_num_classes_below_the_datas_is_a_config_error(image_folder):
-    with pytest.raises(ConfigError, match=r"^data\.num_classes=2: the data has 3 classes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.num_classes=2: must be an integer >= 3 \(the data has 3 classes\)$",
+    ):
         build_loaders(
             folder_cfg(image_folder, num_classes=2), batch_size=2, eval_batch_size=2, seed=0
         )
