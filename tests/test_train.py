@@ -124,6 +124,21 @@ def test_one_epoch_on_the_builtin_data(tmp_path):
     assert (r["data"]["num_train"], r["data"]["num_val"]) == (64, 32)
 
 
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_one_epoch_on_fashion_mnist(tmp_path):
+    args = [*TINY_RUN, "data=fashion_mnist", "data.num_train=40", "data.num_val=20"]
+    args += ["model=van_proxy", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert run(args) == 0
+    r = read_results(tmp_path / "run")
+    assert r["status"] == "completed" and len(r["epochs"]) == 1
+    data = r["data"]
+    assert (data["name"], data["num_classes"], data["img_size"]) == ("fashion_mnist", 10, 32)
+    assert (data["num_train"], data["num_val"]) == (40, 20)
+
+
 def test_several_objectives_return_one_value_each(image_folder, tmp_path):
     overrides = folder_run(image_folder, tmp_path, "objective=[final.val_top1,complexity.macs]")
     overrides = [o for o in overrides if not o.startswith("hydra.")]

@@ -1,11 +1,12 @@
 """Data for a run: one :class:`DataConfig`, turned into train/eval loaders by timm.
 
 Datasets come from ``timm.data.create_dataset`` (ImageNet-style folders, CIFAR in torchvision's
-on-disk format, and every other source timm reads), or from :mod:`van_ablate.data.builtin`, the
-embedded default. Loaders and transforms come from ``timm.data.create_loader`` /
-``create_transform``. The ImageNet recipe of the paper (Sec. 4.1; reference: imagenet_recipe) is
-``conf/data/imagenet.yaml``: RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize
-248 -> center crop 224, bicubic, mean = std = 0.5.
+on-disk format, and every other source timm reads), from :mod:`van_ablate.data.builtin`, the
+embedded default, or from :mod:`van_ablate.data.fashion_mnist` (Debian's package). Loaders and
+transforms come from ``timm.data.create_loader`` / ``create_transform``. The ImageNet recipe of
+the paper (Sec. 4.1; reference: imagenet_recipe) is ``conf/data/imagenet.yaml``: RandAugment
+rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize 248 -> center crop 224, bicubic,
+mean = std = 0.5.
 
 Determinism: the train order and every random augmentation are a function of
 ``(seed, epoch, sample index)`` only, never of the global RNG or the number of workers, so a run
@@ -28,12 +29,25 @@ from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
 from van_ablate import checks
-from van_ablate.data import builtin
+from van_ablate.data import builtin, fashion_mnist
 from van_ablate.errors import ConfigError
 
+
+def _builtin(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    return builtin.load(cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name)
+
+
+def _fashion_mnist(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    splits = (cfg.train_split, cfg.val_split)
+    return fashion_mnist.load(cfg.root, cfg.num_train, cfg.num_val, cfg.seed, splits)
+
+
+# data.name -> the reader of the data generated or stored on this machine: (train, validation),
+# map-style datasets that list their ``classes``.
+LOCAL_NAMES = {**dict.fromkeys(builtin.TASKS, _builtin), "fashion_mnist": _fashion_mnist}
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}
-NAMES = (*builtin.TASKS, *FOLDER_NAMES, *TORCH_NAMES)
+NAMES = (*LOCAL_NAMES, *FOLDER_NAMES, *TORCH_NAMES)
 TIMM_PREFIXES = ("torch", "hfds", "hfids", "tfds", "wds")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ON_CORRUPT = ("skip", "stop")
@@ -71,7 +85,7 @@ class DataConfig:
     color_jitter: float = 0.0
     train_interpolation: str = "bicubic"
     on_corrupt: str = "skip"
-    # The built-in dataset (name=builtin).
+    # The built-in tasks' sizes and seed; Fashion-MNIST's subset sizes and the seed drawing them.
     num_train: int = 4000
     num_val: int = 1000
     seed: int = 0
@@ -317,11 +331,9 @@ class _Samples(Dataset):
 
 def _datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int, int]:
     """Train and eval datasets, the number of classes and the count of skipped corrupt files."""
-    if cfg.name in builtin.TASKS:
-        train, val = builtin.load(
-            cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name
-        )
-        return _Samples(train, None, seed), _Samples(val, None, seed), builtin.NUM_CLASSES, 0
+    if cfg.name in LOCAL_NAMES:
+        train, val = LOCAL_NAMES[cfg.name](cfg)
+        return _Samples(train, None, seed), _Samples(val, None, seed), len(train.classes), 0
     root = _check_root(cfg)
     if cfg.name in FOLDER_NAMES:
         train, skipped_train = _folder(cfg, root, cfg.train_split, "train_split", seed)
