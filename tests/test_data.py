@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_image_folder
+from conftest import run_app, write_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from van_ablate.config import CONF_PACKAGE
-from van_ablate.data import builtin
+from van_ablate.data import builtin, fashion_mnist
 from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.errors import ConfigError
 
@@ -305,7 +305,9 @@ def test_paper_recipe_yaml_builds_randaugment_erasing_and_248_to_224_eval(tmp_pa
     assert x.shape == (2, 3, 224, 224)
 
 
-@pytest.mark.parametrize("name", ["builtin", "imagefolder", "imagenet", "cifar10", "cifar100"])
+@pytest.mark.parametrize(
+    "name", ["builtin", "imagefolder", "imagenet", "cifar10", "cifar100", "fashion_mnist"]
+)
 def test_every_data_yaml_is_a_valid_data_config_with_every_key(name):
     node = OmegaConf.load(CONF / f"{name}.yaml")
     merged = OmegaConf.merge(OmegaConf.structured(DataConfig), node)
@@ -438,6 +440,106 @@ def test_cifar_root_without_the_batches_is_a_config_error(tmp_path):
         )
 
 
+# --- Fashion-MNIST from Debian's dataset-fashion-mnist -------------------------------------------
+
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not all((DEBIAN_FASHION / name).is_file() for name in FASHION_FILES),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_official_splits_are_read_from_the_debian_package():
+    # The release's figures: 60,000 train and 10,000 test images, 6,000 and 1,000 per class.
+    for split, per_class in (("train", 6000), ("validation", 1000)):
+        images, labels = fashion_mnist.read_split(DEBIAN_FASHION, split)
+        assert images.shape == (10 * per_class, 28, 28) and images.dtype == np.uint8
+        assert np.bincount(labels).tolist() == [per_class] * 10
+        assert images.min() == 0 and images.max() == 255
+    assert len(fashion_mnist.CLASSES) == 10 and fashion_mnist.CLASSES[0] == "T-shirt/top"
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_loaders_give_rgb_batches_resized_with_ten_classes():
+    cfg = DataConfig.from_any(OmegaConf.load(CONF / "fashion_mnist.yaml"))
+    cfg.num_train, cfg.num_val, cfg.img_size, cfg.num_workers = 40, 20, 32, 0
+    train, val, info = build_loaders(cfg, batch_size=8, eval_batch_size=20, seed=0)
+    assert (info.name, info.num_classes, info.num_train, info.num_val) == (
+        "fashion_mnist",
+        10,
+        40,
+        20,
+    )
+    x, y = next(iter(train))
+    assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])  # grey in 3 channels
+    xv, yv = next(iter(val))
+    assert xv.shape == (20, 3, 32, 32)
+    assert np.bincount(yv.numpy(), minlength=10).tolist() == [2] * 10  # stratified
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_subsets_are_stratified_and_drawn_by_the_data_seed():
+    train, val = fashion_mnist.load(None, 55, 30, seed=0)
+    again, _ = fashion_mnist.load(None, 55, 30, seed=0)
+    other, _ = fashion_mnist.load(None, 55, 30, seed=1)
+    assert sorted(np.bincount(train.labels).tolist()) == [5] * 5 + [6] * 5
+    assert np.bincount(val.labels).tolist() == [3] * 10
+    assert np.array_equal(train.images, again.images)
+    assert not np.array_equal(train.images, other.images)
+    test_images, _ = fashion_mnist.read_split(DEBIAN_FASHION, "validation")
+    assert all((test_images == img).all(axis=(1, 2)).any() for img in val.images)
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_reads_another_root_with_the_same_file_names(tmp_path):
+    for name in FASHION_FILES:
+        (tmp_path / name).symlink_to(DEBIAN_FASHION / name)
+    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path), num_train=10, num_val=10)
+    _, _, info = build_loaders(cfg, batch_size=5, eval_batch_size=5, seed=0)
+    assert (info.num_classes, info.num_train, info.num_val) == (10, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(num_train=60001), r"^data\.num_train=60001: must be in \[1, 60000\]$"),
+        (dict(val_split="test"), r"^data\.val_split='test': must be one of train, validation$"),
+    ],
+)
+@needs_fashion_mnist
+def test_fashion_mnist_sizes_and_splits_are_checked(fields, message):
+    cfg = DataConfig(name="fashion_mnist", **fields)
+    with pytest.raises(ConfigError, match=message):
+        build_loaders(cfg, batch_size=5, eval_batch_size=5, seed=0)
+
+
+def test_fashion_mnist_file_that_is_not_gzipped_idx_is_a_config_error(tmp_path):
+    for name in FASHION_FILES:
+        (tmp_path / name).write_bytes(b"not gzip")
+    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^data\.root=.*: cannot read train-images-idx3-ubyte"):
+        build_loaders(cfg, batch_size=5, eval_batch_size=5, seed=0)
+
+
+def test_fashion_mnist_missing_is_one_line_naming_the_package_exit_2_and_no_run_dir(tmp_path):
+    done = run_app(["data=fashion_mnist", "data.root=/nonexistent"], cwd=tmp_path, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: data.root='/nonexistent': no train-images-idx3-ubyte.gz")
+    assert "apt-get install dataset-fashion-mnist" in lines[0]
+    # The run directory (runs/van_proxy/<run name>) is gone; Hydra's parent folders stay empty.
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+    assert list((tmp_path / "runs" / "van_proxy").iterdir()) == []
+
+
 # --- bad input: one-line ConfigErrors ---------------------------------------------------------
 
 
@@ -454,7 +556,7 @@ def test_empty_root_is_a_config_error(tmp_path):
 
 def test_unset_root_is_a_config_error_for_folder_data():
     with pytest.raises(
-        ConfigError, match=r"^data\.root=None: data\.name=imagenet needs data\.root"
+        ConfigError, match=r"^data\.root=None: must be a folder \(data\.name=imagenet reads it\)$"
     ):
         build_loaders(DataConfig(name="imagenet"), batch_size=2, eval_batch_size=2, seed=0)
 
@@ -489,6 +591,11 @@ def test_bad_batch_size_is_a_config_error_on_the_train_key(tmp_path, batch_size)
         (dict(num_workers=-1), "num_workers"),
         (dict(num_classes=0), "num_classes"),
         (dict(auto_augment="bogus"), "auto_augment"),
+        (dict(crop_pct=0.0), "crop_pct"),
+        (dict(color_jitter=-0.5), "color_jitter"),
+        (dict(ratio=[1.5, 1.0]), "ratio"),
+        (dict(seed=-1), "seed"),
+        (dict(num_train=True), "num_train"),
     ],
 )
 def test_bad_data_config_values_are_one_line_config_errors(fields, key):
@@ -497,13 +604,32 @@ def test_bad_data_config_values_are_one_line_config_errors(fields, key):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(name="mnist"), "data.name='mnist': must be one of builtin, "),
+        (dict(crop_pct=0), "data.crop_pct=0: must be a number > 0 (eval resize"),
+        (dict(mean=[0.5]), "data.mean=[0.5]: must be a list of 3 numbers (one per RGB channel)"),
+        (dict(scale=[0.5, 1.5]), "data.scale=[0.5, 1.5]: must be [min, max] with 0 < min <= max"),
+        (dict(hflip=2.0), "data.hflip=2.0: must be in [0, 1]"),
+    ],
+)
+def test_data_config_refusals_say_what_is_allowed(fields, message):
+    with pytest.raises(ConfigError) as err:
+        DataConfig(**fields)
+    assert str(err.value).startswith(message)
+
+
 def test_unknown_data_key_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^data\.colour=.*unknown key"):
         DataConfig.from_any({"colour": 1})
 
 
 def test_num_classes_below_the_datas_is_a_config_error(image_folder):
-    with pytest.raises(ConfigError, match=r"^data\.num_classes=2: the data has 3 classes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.num_classes=2: must be an integer >= 3 \(the data has 3 classes\)$",
+    ):
         build_loaders(
             folder_cfg(image_folder, num_classes=2), batch_size=2, eval_batch_size=2, seed=0
         )

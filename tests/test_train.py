@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -14,12 +16,14 @@ from conftest import TINY_RUN, read_results
 from hydra import compose, initialize_config_module
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 from van_ablate import results
 from van_ablate.__main__ import main, train_job
 from van_ablate.config import CONF_PACKAGE
 from van_ablate.data.loaders import DataConfig, build_loaders
 from van_ablate.errors import EXIT_DIVERGED, Diverged
+from van_ablate.model.van import VAN
 from van_ablate.results import OBJECTIVE_FIELDS
 from van_ablate.runs import load_run_model
 from van_ablate.sweep.coordinator import SWEEP
@@ -122,6 +126,56 @@ def test_one_epoch_on_the_builtin_data(tmp_path):
     r = read_results(tmp_path / "run")
     assert r["status"] == "completed" and r["data"]["name"] == "builtin"
     assert (r["data"]["num_train"], r["data"]["num_val"]) == (64, 32)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_one_epoch_on_fashion_mnist(tmp_path):
+    args = [*TINY_RUN, "data=fashion_mnist", "data.num_train=40", "data.num_val=20"]
+    args += ["model=van_proxy", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert run(args) == 0
+    r = read_results(tmp_path / "run")
+    assert r["status"] == "completed" and len(r["epochs"]) == 1
+    data = r["data"]
+    assert (data["name"], data["num_classes"], data["img_size"]) == ("fashion_mnist", 10, 32)
+    assert (data["num_train"], data["num_val"]) == (40, 20)
+
+
+def first_training_step(args: list[str]) -> dict:
+    """What the model of a ``python -m van_ablate ARGS`` job sees at its first training forward:
+    the batch, the global RNG states and the weights."""
+    seen: dict = {}
+
+    def look(module, inputs):
+        if isinstance(module, VAN) and module.training and not seen:
+            seen["x"] = inputs[0].detach().clone()
+            seen["rng"] = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+            seen["params"] = {n: p.detach().clone() for n, p in module.named_parameters()}
+
+    handle = register_module_forward_pre_hook(look)
+    try:
+        assert run(args) == 0
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_two_rows_with_one_seed_start_from_the_same_batch_rng_and_shared_weights(tmp_path):
+    # Random crops, flips, erasing, mixup/cutmix (numpy's RNG) and drop path (torch's RNG).
+    args = [*TINY_RUN, "data=builtin", "data.num_train=16", "data.num_val=8", "seed=3"]
+    args += ["data.hflip=0.5", "data.scale=[0.5,1.0]", "data.re_prob=0.5", "train.mixup=0.8"]
+    args += ["train.cutmix=1.0", "model.drop_path_rate=0.1", f"data.cache_dir={tmp_path / 'c'}"]
+    base = first_training_step([*args, f"hydra.run.dir={tmp_path / 'a'}", "+ablation=baseline"])
+    row = first_training_step([*args, f"hydra.run.dir={tmp_path / 'b'}", "+ablation=no_dw_conv"])
+    assert torch.equal(base["x"], row["x"])
+    assert torch.equal(base["rng"][0], row["rng"][0]) and (base["rng"][1] == row["rng"][1]).all()
+    assert base["rng"][2] == row["rng"][2]
+    shared = [n for n in base["params"] if n in row["params"]]
+    assert len(shared) < len(base["params"])  # the row has no DW-Conv
+    for name in shared:
+        assert torch.equal(base["params"][name], row["params"][name]), name
 
 
 def test_several_objectives_return_one_value_each(image_folder, tmp_path):

@@ -11,7 +11,9 @@ everywhere: one line naming the key, the bad value and what is allowed::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -19,10 +21,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from van_ablate.errors import ConfigError
 
 __all__ = [
+    "above",
+    "accepted",
     "at_least",
     "check_known_keys",
     "first_line",
+    "folder",
     "in_range",
+    "interval",
+    "numbers",
     "one_of",
     "select",
     "unknown_key",
@@ -42,16 +49,21 @@ def one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, allowed))}")
 
 
-def at_least(key: str, value: Any, low: int) -> None:
-    """Refuse anything but an integer >= ``low`` (a bool is not an integer here).
+def at_least(key: str, value: Any, low: int, *, why: str = "") -> None:
+    """Refuse anything but an integer >= ``low`` (a bool is not an integer here); ``why``, if
+    given, is said in brackets.
 
     >>> at_least("lka.kernel_size", 2.5, 1)
     Traceback (most recent call last):
     ...
     van_ablate.errors.ConfigError: lka.kernel_size=2.5: must be an integer >= 1
+    >>> at_least("data.num_classes", 2, 3, why="the data has 3")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.num_classes=2: must be an integer >= 3 (the data has 3)
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(key, value, f"must be an integer >= {low}")
+        raise ConfigError(key, value, f"must be an integer >= {low}{_why(why)}")
 
 
 def in_range(key: str, value: Any, low: float, high: float, *, high_open: bool = False) -> None:
@@ -66,6 +78,115 @@ def in_range(key: str, value: Any, low: float, high: float, *, high_open: bool =
     inside = number and (low <= value < high if high_open else low <= value <= high)
     if not inside:
         raise ConfigError(key, value, f"must be in [{low}, {high}{')' if high_open else ']'}")
+
+
+def above(key: str, value: Any, low: float, *, inclusive: bool = False, why: str = "") -> None:
+    """Refuse anything but a number > ``low`` (>= ``low`` with ``inclusive``); ``why`` is
+    said in brackets.
+
+    >>> above("data.crop_pct", 0, 0, why="eval resize img_size / it")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.crop_pct=0: must be a number > 0 (eval resize img_size / it)
+    >>> above("data.color_jitter", 0.0, 0, inclusive=True)
+    """
+    ok = _number(value) and (value >= low if inclusive else value > low)
+    if not ok:
+        raise ConfigError(
+            key, value, f"must be a number {'>=' if inclusive else '>'} {low}{_why(why)}"
+        )
+
+
+def numbers(
+    key: str, value: Any, count: int, *, above: float | None = None, why: str = ""
+) -> list[float]:
+    """Refuse anything but a list of ``count`` numbers (each > ``above`` if given); the numbers.
+
+    >>> numbers("data.std", [0.0], 3, above=0, why="one per channel")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.std=[0.0]: must be a list of 3 numbers > 0 (one per channel)
+    >>> numbers("data.mean", (0.5, 0.5, 0.5), 3)
+    [0.5, 0.5, 0.5]
+    """
+    values = _list(value)
+    ok = values is not None and len(values) == count and all(map(_number, values))
+    if not ok or (above is not None and min(values) <= above):
+        bound = "" if above is None else f" > {above}"
+        shown = value if values is None else values
+        raise ConfigError(key, shown, f"must be a list of {count} numbers{bound}{_why(why)}")
+    return [float(v) for v in values]
+
+
+def interval(key: str, value: Any, low: float, high: float | None = None) -> tuple[float, float]:
+    """Refuse anything but ``[min, max]`` with ``low < min <= max`` (``<= high`` if given).
+
+    >>> interval("data.scale", [0.5, 2], 0, 1)
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.scale=[0.5, 2]: must be [min, max] with 0 < min <= max <= 1
+    >>> interval("data.ratio", [0.75, 1.25], 0)
+    (0.75, 1.25)
+    """
+    values = _list(value)
+    ok = values is not None and len(values) == 2 and all(map(_number, values))
+    ok = ok and low < values[0] <= values[1] and (high is None or values[1] <= high)
+    if not ok:
+        bound = "" if high is None else f" <= {high}"
+        shown = value if values is None else values
+        raise ConfigError(key, shown, f"must be [min, max] with {low} < min <= max{bound}")
+    return float(values[0]), float(values[1])
+
+
+def accepted(key: str, value: Any, parse: Callable[[Any], object], allowed: str) -> None:
+    """Refuse ``value`` when ``parse(value)`` raises: for values only a library can judge.
+
+    >>> accepted("train.sched", "cosin", {"cosine": 1, "step": 2}.__getitem__,
+    ...          "must be one of timm's scheduler names")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: train.sched='cosin': must be one of timm's scheduler names
+    """
+    try:
+        parse(value)
+    except Exception:  # libraries refuse with many types (AssertionError, KeyError, ValueError)
+        raise ConfigError(key, value, allowed) from None
+
+
+def folder(key: str, value: str | os.PathLike | None, *, why: str = "") -> Path:
+    """The path (``~`` expanded) of an existing folder with something in it; refuse anything
+    else (``why`` says, in brackets, what needs the folder when none is given).
+
+    >>> folder("data.root", None, why="data.name=imagenet reads it")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.root=None: must be a folder (data.name=imagenet reads it)
+    >>> folder("data.root", "/nonexistent")
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.root='/nonexistent': no such folder
+    """
+    if not value:
+        raise ConfigError(key, value, f"must be a folder{_why(why)}")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(key, value, "no such folder")
+    if not any(path.iterdir()):
+        raise ConfigError(key, value, "the folder is empty")
+    return path
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _list(value: Any) -> list[Any] | None:
+    """A list of the items of a sequence (ListConfig too); None for anything else, a str too."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+
+
+def _why(why: str) -> str:
+    return f" ({why})" if why else ""
 
 
 def unknown_key(key: str, value: Any, allowed: Iterable[str], word: str = "key") -> ConfigError:

@@ -1,11 +1,12 @@
 """Data for a run: one :class:`DataConfig`, turned into train/eval loaders by timm.
 
 Datasets come from ``timm.data.create_dataset`` (ImageNet-style folders, CIFAR in torchvision's
-on-disk format, and every other source timm reads), or from :mod:`van_ablate.data.builtin`, the
-embedded default. Loaders and transforms come from ``timm.data.create_loader`` /
-``create_transform``. The ImageNet recipe of the paper (Sec. 4.1; reference: imagenet_recipe) is
-``conf/data/imagenet.yaml``: RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize
-248 -> center crop 224, bicubic, mean = std = 0.5.
+on-disk format, and every other source timm reads), from :mod:`van_ablate.data.builtin`, the
+embedded default, or from :mod:`van_ablate.data.fashion_mnist` (Debian's package). Loaders and
+transforms come from ``timm.data.create_loader`` / ``create_transform``. The ImageNet recipe of
+the paper (Sec. 4.1; reference: imagenet_recipe) is ``conf/data/imagenet.yaml``: RandAugment
+rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize 248 -> center crop 224, bicubic,
+mean = std = 0.5.
 
 Determinism: the train order and every random augmentation are a function of
 ``(seed, epoch, sample index)`` only, never of the global RNG or the number of workers, so a run
@@ -27,13 +28,26 @@ from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
 from torch.utils.data import Dataset, IterableDataset
 
-from van_ablate.checks import check_known_keys
-from van_ablate.data import builtin
+from van_ablate import checks
+from van_ablate.data import builtin, fashion_mnist
 from van_ablate.errors import ConfigError
 
+
+def _builtin(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    return builtin.load(cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name)
+
+
+def _fashion_mnist(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    splits = (cfg.train_split, cfg.val_split)
+    return fashion_mnist.load(cfg.root, cfg.num_train, cfg.num_val, cfg.seed, splits)
+
+
+# data.name -> the reader of the data generated or stored on this machine: (train, validation),
+# map-style datasets that list their ``classes``.
+LOCAL_NAMES = {**dict.fromkeys(builtin.TASKS, _builtin), "fashion_mnist": _fashion_mnist}
 FOLDER_NAMES = ("imagefolder", "imagenet")
 TORCH_NAMES = {"cifar10": "torch/cifar10", "cifar100": "torch/cifar100"}
-NAMES = (*builtin.TASKS, *FOLDER_NAMES, *TORCH_NAMES)
+NAMES = (*LOCAL_NAMES, *FOLDER_NAMES, *TORCH_NAMES)
 TIMM_PREFIXES = ("torch", "hfds", "hfids", "tfds", "wds")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ON_CORRUPT = ("skip", "stop")
@@ -71,58 +85,43 @@ class DataConfig:
     color_jitter: float = 0.0
     train_interpolation: str = "bicubic"
     on_corrupt: str = "skip"
-    # The built-in dataset (name=builtin).
+    # The built-in tasks' sizes and seed; Fashion-MNIST's subset sizes and the seed drawing them.
     num_train: int = 4000
     num_val: int = 1000
     seed: int = 0
     cache_dir: Optional[str] = None  # noqa: UP045 - None: ~/.cache/van_ablate
 
     def __post_init__(self) -> None:
-        name = self.name
-        prefix, sep, rest = str(name).partition("/")
-        if name not in NAMES and not (sep and rest and prefix.lower() in TIMM_PREFIXES):
-            timm_names = ", ".join(f"{p}/<name>" for p in TIMM_PREFIXES)
-            raise _error("name", name, f"must be one of {', '.join(NAMES)} or {timm_names}")
+        prefix, sep, rest = str(self.name).partition("/")
+        if not (sep and rest and prefix.lower() in TIMM_PREFIXES):
+            timm_names = (f"{p}/<name>" for p in TIMM_PREFIXES)
+            checks.one_of("data.name", self.name, (*NAMES, *timm_names))
         for key in ("img_size", "num_train", "num_val"):
-            _check_int(key, getattr(self, key), 1)
-        _check_int("num_workers", self.num_workers, 0)
-        _check_int("seed", self.seed, 0)
+            checks.at_least(f"data.{key}", getattr(self, key), 1)
+        checks.at_least("data.num_workers", self.num_workers, 0)
+        checks.at_least("data.seed", self.seed, 0)
         if self.num_classes is not None:
-            _check_int("num_classes", self.num_classes, 1)
-        if not self.crop_pct > 0:
-            raise _error(
-                "crop_pct", self.crop_pct, "must be > 0 (eval resize = img_size / crop_pct)"
-            )
-        if self.interpolation not in INTERPOLATIONS:
-            raise _error(
-                "interpolation", self.interpolation, f"must be one of {_join(INTERPOLATIONS)}"
-            )
-        if self.train_interpolation not in (*INTERPOLATIONS, "random"):
-            allowed = f"must be one of {_join(INTERPOLATIONS)}, random"
-            raise _error("train_interpolation", self.train_interpolation, allowed)
-        for key in ("mean", "std"):
-            values = list(getattr(self, key))
-            if len(values) != 3 or (key == "std" and min(values) <= 0):
-                raise _error(key, values, "must be 3 numbers, one per RGB channel (std > 0)")
-        for key in ("re_prob", "hflip"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise _error(key, getattr(self, key), "must be a probability in [0, 1]")
-        if self.color_jitter < 0:
-            raise _error("color_jitter", self.color_jitter, "must be >= 0 (0 turns it off)")
-        lo, hi = _pair("scale", self.scale)
-        if not 0 < lo <= hi <= 1:
-            raise _error("scale", list(self.scale), "must be [min, max] with 0 < min <= max <= 1")
-        lo, hi = _pair("ratio", self.ratio)
-        if not 0 < lo <= hi:
-            raise _error("ratio", list(self.ratio), "must be [min, max] with 0 < min <= max")
-        if self.on_corrupt not in ON_CORRUPT:
-            raise _error("on_corrupt", self.on_corrupt, f"must be one of {_join(ON_CORRUPT)}")
+            checks.at_least("data.num_classes", self.num_classes, 1)
+        checks.above("data.crop_pct", self.crop_pct, 0, why="eval resize = img_size / crop_pct")
+        checks.one_of("data.interpolation", self.interpolation, INTERPOLATIONS)
+        checks.one_of(
+            "data.train_interpolation", self.train_interpolation, (*INTERPOLATIONS, "random")
+        )
+        checks.numbers("data.mean", self.mean, 3, why="one per RGB channel")
+        checks.numbers("data.std", self.std, 3, above=0, why="one per RGB channel")
+        checks.in_range("data.re_prob", self.re_prob, 0, 1)
+        checks.in_range("data.hflip", self.hflip, 0, 1)
+        checks.above("data.color_jitter", self.color_jitter, 0, inclusive=True, why="0: off")
+        checks.interval("data.scale", self.scale, 0, 1)
+        checks.interval("data.ratio", self.ratio, 0)
+        checks.one_of("data.on_corrupt", self.on_corrupt, ON_CORRUPT)
         if self.auto_augment:
-            try:
-                create_transform(self.img_size, is_training=True, auto_augment=self.auto_augment)
-            except Exception:  # timm raises AssertionError/KeyError/ValueError on bad strings
-                allowed = "must be null or a timm auto-augment string, e.g. rand-m9-mstd0.5-inc1"
-                raise _error("auto_augment", self.auto_augment, allowed) from None
+            checks.accepted(
+                "data.auto_augment",
+                self.auto_augment,
+                lambda aa: create_transform(self.img_size, is_training=True, auto_augment=aa),
+                "must be null or a timm auto-augment string, e.g. rand-m9-mstd0.5-inc1",
+            )
 
     @classmethod
     def from_any(cls, value: DataConfig | Any | None) -> DataConfig:
@@ -131,7 +130,7 @@ class DataConfig:
             return cls()
         if isinstance(value, cls):
             return value
-        check_known_keys("data", value, cls)
+        checks.check_known_keys("data", value, cls)
         return cls(**{k: (list(v) if k in _LIST_KEYS else v) for k, v in dict(value).items()})
 
 
@@ -179,16 +178,12 @@ def build_loaders(
     ...     train.set_epoch(epoch)
     ...     for images, targets in train: ...
     """
-    for key, value in (
-        ("train.batch_size", batch_size),
-        ("train.eval_batch_size", eval_batch_size),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(key, value, "must be an integer >= 1")
+    checks.at_least("train.batch_size", batch_size, 1)
+    checks.at_least("train.eval_batch_size", eval_batch_size, 1)
     train_ds, val_ds, num_classes, skipped = _datasets(cfg, seed)
     if cfg.num_classes is not None:
-        if cfg.num_classes < num_classes:
-            raise _error("num_classes", cfg.num_classes, f"the data has {num_classes} classes")
+        why = f"the data has {num_classes} classes"
+        checks.at_least("data.num_classes", cfg.num_classes, num_classes, why=why)
         num_classes = cfg.num_classes
     use_prefetcher = str(device).startswith("cuda")  # on CPU the transforms normalise themselves
     common = dict(
@@ -331,16 +326,14 @@ class _Samples(Dataset):
                 raise
             name = self.dataset.filename(self.indices[i], absolute=True)
             allowed = f"cannot decode {name}; remove it or set data.on_corrupt=skip"
-            raise _error("on_corrupt", "stop", allowed) from e
+            raise ConfigError("data.on_corrupt", "stop", allowed) from e
 
 
 def _datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int, int]:
     """Train and eval datasets, the number of classes and the count of skipped corrupt files."""
-    if cfg.name in builtin.TASKS:
-        train, val = builtin.load(
-            cfg.num_train, cfg.num_val, cfg.seed, cfg.cache_dir, task=cfg.name
-        )
-        return _Samples(train, None, seed), _Samples(val, None, seed), builtin.NUM_CLASSES, 0
+    if cfg.name in LOCAL_NAMES:
+        train, val = LOCAL_NAMES[cfg.name](cfg)
+        return _Samples(train, None, seed), _Samples(val, None, seed), len(train.classes), 0
     root = _check_root(cfg)
     if cfg.name in FOLDER_NAMES:
         train, skipped_train = _folder(cfg, root, cfg.train_split, "train_split", seed)
@@ -360,21 +353,14 @@ def _datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int, int]:
                 seed=seed,
             )
         except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
-            raise _error("root", root, f"cannot read {name} split {split!r} here: {e}") from None
+            allowed = f"cannot read {name} split {split!r} here: {checks.first_line(e)}"
+            raise ConfigError("data.root", root, allowed) from None
         splits.append(ds if isinstance(ds, IterableDataset) else _Samples(ds, None, seed))
     return splits[0], splits[1], _num_classes(cfg, splits[0]), 0
 
 
 def _check_root(cfg: DataConfig) -> str:
-    root = cfg.root
-    if not root:
-        raise _error("root", root, f"data.name={cfg.name} needs data.root, the dataset's folder")
-    root = os.path.expanduser(root)
-    if not os.path.isdir(root):
-        raise _error("root", cfg.root, "no such folder")
-    if not os.listdir(root):
-        raise _error("root", cfg.root, "the folder is empty")
-    return root
+    return str(checks.folder("data.root", cfg.root, why=f"data.name={cfg.name} reads it"))
 
 
 def _folder(cfg: DataConfig, root: str, split: str, key: str, seed: int) -> tuple[_Samples, int]:
@@ -383,17 +369,19 @@ def _folder(cfg: DataConfig, root: str, split: str, key: str, seed: int) -> tupl
     path = next((os.path.join(root, s) for s in (split, *synonyms)
                  if os.path.isdir(os.path.join(root, s))), None)  # fmt: skip
     if path is None:
-        raise _error(key, split, f"no folder {os.path.join(root, split)} (nor {_join(synonyms)})")
+        allowed = f"no folder {os.path.join(root, split)} (nor {', '.join(synonyms)})"
+        raise ConfigError(f"data.{key}", split, allowed)
     ds = create_dataset("", root=path, split=split, search_split=False)
     if len(ds) == 0:
-        raise _error("root", cfg.root, f"no images in {path}: expected <class>/<image> files")
+        allowed = f"no images in {path}: expected <class>/<image> files"
+        raise ConfigError("data.root", cfg.root, allowed)
     good, bad = [], []
     for i, (filename, _) in enumerate(ds.reader.samples):
         (bad if _corrupt(filename) else good).append(i)
     if bad and cfg.on_corrupt == "stop":
         first = ds.reader.samples[bad[0]][0]
-        raise _error(
-            "on_corrupt",
+        raise ConfigError(
+            "data.on_corrupt",
             "stop",
             f"{len(bad)} corrupt image(s) in {path}, first {first}; "
             "remove them or set data.on_corrupt=skip",
@@ -424,7 +412,7 @@ def _num_classes(cfg: DataConfig, ds: Dataset) -> int:
             if getattr(source, attr, None):
                 return len(getattr(source, attr))
     if cfg.num_classes is None:
-        raise _error("num_classes", None, f"cannot be inferred for {cfg.name}; set it")
+        raise ConfigError("data.num_classes", None, f"cannot be inferred for {cfg.name}; set it")
     return cfg.num_classes
 
 
@@ -454,23 +442,3 @@ def _restored_rng() -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
-
-
-def _check_int(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _error(key, value, f"must be an integer >= {minimum}")
-
-
-def _pair(key: str, value: Any) -> tuple[float, float]:
-    values = list(value)
-    if len(values) != 2:
-        raise _error(key, values, "must be two numbers [min, max]")
-    return float(values[0]), float(values[1])
-
-
-def _join(items: Sequence[str]) -> str:
-    return ", ".join(items)
-
-
-def _error(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"data.{key}", value, allowed)

@@ -21,7 +21,7 @@ from torch import nn
 
 from van_ablate.model.lka import LKA, LKASpec
 
-__all__ = ["VAN", "ARCHS"]
+__all__ = ["VAN", "ARCHS", "init_weights"]
 
 MLP_RATIOS = (8, 8, 4, 4)  # every model of Table 2 uses these
 
@@ -205,7 +205,7 @@ class VAN(nn.Module):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"norm{i + 1}"))
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -310,8 +310,9 @@ class VAN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(m: nn.Module) -> None:
-    """The official init: trunc-normal Linear, He-normal Conv2d on fan-out, zero biases."""
+def init_weights(m: nn.Module) -> None:
+    """The official init of one module: trunc-normal Linear, He-normal Conv2d on fan-out, zero
+    biases (``VAN`` applies it to every module; :func:`.keyed_init.init_keyed` reuses it)."""
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

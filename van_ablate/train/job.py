@@ -20,6 +20,7 @@ import torch
 from van_ablate.config import Config, global_batch_steps, scaled_lr
 from van_ablate.data.loaders import build_loaders
 from van_ablate.errors import ConfigError
+from van_ablate.model.keyed_init import init_keyed
 from van_ablate.model.spec import ModelSpec
 from van_ablate.train import checkpoint, distributed, hardware
 from van_ablate.train.distributed import DistEnv
@@ -49,7 +50,6 @@ def run(
     global_batch, accum = global_batch_steps(t, dist.world_size)
     lr = scaled_lr(t, global_batch)
     _set_determinism(t.deterministic)
-    timm.utils.random_seed(cfg.seed, rank=0)  # identical model init on every rank
 
     train_loader, val_loader, data = build_loaders(
         cfg.data,
@@ -65,6 +65,11 @@ def run(
         cfg.model, cfg.lka, num_classes=data.num_classes, img_size=data.img_size
     )
     model = spec.build()
+    # Paired seeds: the initial weights are a function of (seed, parameter name, shape), the
+    # same on every rank and in every row that has the parameter; what follows the model starts
+    # from the seed alone, whatever the row's constructors drew.
+    init_keyed(model, cfg.seed)
+    timm.utils.random_seed(cfg.seed, rank=0)
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     recipe = build_recipe(
