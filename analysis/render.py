@@ -17,16 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from van_ablate.analysis import stats
+from van_ablate.analysis.registry import TABLES
 from van_ablate.analysis.tables import summary
 
 MISSING = "missing"
 SIGNIFICANT = "*"
 NO_CONCLUSION = "no conclusion (under 2 seeds)"
-TITLES = {
-    "table3": "Table 3: LKA components",
-    "kernel": "Kernel size K of LKA",
-    "layer_scale": "LayerScale",
-}
 NOTES = (
     "Top-1 ours: mean ± sample std over seeds (n; runs repeating a seed averaged first), "
     "completed runs only; 95% CI: Student-t interval of the mean over seeds. "
@@ -96,7 +92,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(table: pd.DataFrame, kind: str) -> str:
     """A Markdown section: heading, the table, the summary of the tests, the note on conventions."""
     body = display_frame(table).to_markdown(index=False, disable_numparse=True)
-    parts = [f"### {TITLES[kind]}", body]
+    parts = [f"### {TABLES[kind].title}", body]
     if lines := summary(table):
         parts.append("\n".join(f"- {line}" for line in lines))
     return "\n\n".join([*parts, NOTES]) + "\n"
@@ -105,7 +101,7 @@ def to_markdown(table: pd.DataFrame, kind: str) -> str:
 def to_latex(table: pd.DataFrame, kind: str) -> str:
     """A LaTeX ``table`` environment (booktabs), ± and Δ in math mode."""
     frame = display_frame(table)
-    tex = frame.to_latex(index=False, escape=True, caption=TITLES[kind], label=f"tab:{kind}")
+    tex = frame.to_latex(index=False, escape=True, caption=TABLES[kind].title, label=f"tab:{kind}")
     for plain, math_mode in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("†", r"$^\dagger$")):
         tex = tex.replace(plain, math_mode)
     return tex
@@ -129,7 +125,7 @@ def html_page(
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     for kind, table in tables.items():
-        parts.append(f"<h2>{html.escape(TITLES.get(kind, kind))}</h2>")
+        parts.append(f"<h2>{html.escape(TABLES[kind].title)}</h2>")
         parts.append(display_frame(table).to_html(index=False, border=0, escape=True))
         parts += [f"<p class='summary'>{html.escape(line)}</p>" for line in summary(table)]
     if tables:

@@ -30,8 +30,9 @@ import yaml
 
 from van_ablate.analysis import figures, render
 from van_ablate.analysis.collect import Collection, empty, load_runs, run_labels
+from van_ablate.analysis.registry import TABLES
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
-from van_ablate.analysis.tables import METRICS, TABLES, build_table
+from van_ablate.analysis.tables import METRICS, build_table
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 
@@ -40,13 +41,11 @@ FORMATS = ("md", "tex", "csv", "html")
 # Optuna's TPESampler and GPSampler default: fewer trials are random draws, with no trend yet.
 STARTUP_TRIALS = 10
 FIGURES = ("kernel_size", "pareto", "speed", "curves", "history", "importances")
-#: report -> (tables, figures)
+#: report -> (tables, figures): one report per table of the registry, the study's and all
 REPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "table3": (("table3",), ("pareto", "speed", "curves")),
-    "kernel": (("kernel",), ("kernel_size", "curves")),
-    "layer_scale": (("layer_scale",), ("curves",)),
+    **{t.name: ((t.name,), t.figures) for t in TABLES.values()},
     "pareto": ((), ("pareto", "history", "importances")),
-    "all": (TABLES, FIGURES),
+    "all": (tuple(TABLES), FIGURES),
 }
 
 

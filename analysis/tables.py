@@ -1,15 +1,15 @@
 """The paper's tables regenerated from runs: Table 3, the kernel-size table, the LayerScale table.
 
-Each paper row (:mod:`van_ablate.paper`: Table 3, the kernel-size table, the LayerScale table of
-Sec. 4.2-4.3) is matched to runs by
-what they built, not by what they were called: the LKA spec with the dilation resolved, LayerScale
-on or off, and for the LayerScale table the model. So ``+ablation=k21``, ``+ablation=baseline``
-and ``+ablation=no_sigmoid`` all land on the paper's VAN-B0 row. Runs are pooled over seeds
-(runs repeating a seed are averaged first) only where model, architecture, data, image size and
-training recipe agree; each such group gets the whole table in the paper's row order, and a row
-without completed runs says ``missing``. Each row carries its 95 % interval over seeds and its
-difference from the group's baseline with Welch's test (:mod:`analysis.stats`), and
-:func:`summary` counts the rows that differ and those in the paper's direction.
+Each table of :mod:`analysis.registry` (Sec. 4.2-4.3 of "Visual Attention Network") is filled by
+runs matched to its rows by what they built, not by what they were called: the LKA spec with the
+dilation resolved, LayerScale on or off, and for the LayerScale table the model. So
+``+ablation=k21``, ``+ablation=baseline`` and ``+ablation=no_sigmoid`` all land on the paper's
+VAN-B0 row. Runs are pooled over seeds (runs repeating a seed are averaged first) only where
+model, architecture, data, image size and training recipe agree; each such group gets the whole
+table in the paper's row order, and a row without completed runs says ``missing``. Each row
+carries its 95 % interval over seeds and its difference from the group's baseline with Welch's
+test (:mod:`analysis.stats`), and :func:`summary` counts the rows that differ and those in the
+paper's direction.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from van_ablate import paper
 from van_ablate.analysis import stats
-from van_ablate.analysis.collect import SPEC_COLUMNS, spec_columns
+from van_ablate.analysis.registry import TABLES, ReportTable
 from van_ablate.errors import ConfigError
 from van_ablate.model.lka import LKASpec
 from van_ablate.paper import PaperRow
 
-TABLES = ("table3", "kernel", "layer_scale")
 METRICS = {"best": "best_top1", "final": "final_top1"}
 GROUP = ["model", "arch", "data", "img_size", "recipe"]
 
@@ -42,38 +40,11 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 
 
-def paper_rows(kind: str, models: Sequence[str] = ()) -> tuple[PaperRow, ...]:
-    """The rows of table ``kind`` in the paper's order.
-
-    The LayerScale table has a w/ and a w/o row per model of the paper, then per other model in
-    ``models`` (such as van_proxy), whose paper columns are empty.
-    """
-    if kind == "table3":
-        return paper.TABLE3
-    if kind == "kernel":
-        return paper.KERNEL_TABLE
-    printed = {r.model: r for r in paper.LAYER_SCALE_TABLE}
-    rows = []
-    for model in [*printed, *sorted(set(models) - set(printed))]:
-        ref = paper.MODELS.get(model)
-        for on in (True, False):
-            ls = printed.get(model)
-            top1 = None if ls is None else ls.top1_with if on else ls.top1_without
-            rows.append(
-                PaperRow(
-                    label=f"{model} {'w/' if on else 'w/o'} LayerScale",
-                    ablation="baseline" if on else "no_layer_scale",
-                    model=model,
-                    lka=LKASpec(),
-                    layer_scale=on,
-                    params=ref.params if ref else None,
-                    flops=ref.flops if ref else None,
-                    top1=top1,
-                    params_decimals=ref.params_decimals if ref else 1,
-                    flops_decimals=ref.flops_decimals if ref else 1,
-                )
-            )
-    return tuple(rows)
+def report_table(kind: str) -> ReportTable:
+    """The registry entry of table ``kind``; a ConfigError naming the tables if there is none."""
+    if kind not in TABLES:
+        raise ConfigError("table", kind, f"must be one of {', '.join(TABLES)}")
+    return TABLES[kind]
 
 
 def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
@@ -81,17 +52,17 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
 
     >>> build_table("table3", load_runs(["runs"]).runs)  # doctest: +SKIP
     """
-    if kind not in TABLES:
-        raise ConfigError("table", kind, f"must be one of {', '.join(TABLES)}")
-    rows = paper_rows(kind, sorted(set(runs["model"].dropna())))
+    table = report_table(kind)
+    rows = table.rows(sorted(set(runs["model"].dropna())))
     runs = runs.assign(data=runs["data"].fillna(""))
     hits = pd.concat(
-        [runs[_matches(runs, row, kind)].assign(row=row.label) for row in rows], ignore_index=True
+        [runs[table.match(runs, row)].assign(row=row.label) for row in rows], ignore_index=True
     )
     groups = [tuple(k) for k in hits[GROUP].drop_duplicates().itertuples(index=False)]
     groups.sort(key=str)
-    if kind == "layer_scale":  # rows are per model: each row with the groups of its model
-        pairs = [(r, g) for r in rows for g in [g for g in groups if g[0] == r.model] or [None]]
+    if table.per_model:  # each row with the groups of its model
+        model = GROUP.index("model")
+        pairs = [(r, g) for r in rows for g in [g for g in groups if g[model] == r.model] or [None]]
     else:  # the whole table, in the paper's order, once per group
         pairs = [(r, g) for g in groups or [None] for r in rows]
     # with no runs at all, the columns _stats would give (its index on an empty frame)
@@ -99,7 +70,7 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
     if not hits.empty:
         by = hits.groupby(["row", *GROUP], dropna=False, sort=False)
         stats = by.apply(_stats, metric=METRICS[metric], include_groups=False).reset_index()
-    skeleton = pd.DataFrame([_skeleton(kind, r, g) for r, g in pairs])
+    skeleton = pd.DataFrame([_skeleton(table, r, g) for r, g in pairs])
     table = skeleton.merge(stats, on=["row", *GROUP], how="left")
     table["n_runs"] = table["n_runs"].fillna(0).astype(int)
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
@@ -113,12 +84,12 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
     return _deltas(table, rows)[list(TABLE_COLUMNS)]
 
 
-def _skeleton(kind: str, row: PaperRow, group: tuple | None) -> dict:
+def _skeleton(table: ReportTable, row: PaperRow, group: tuple | None) -> dict:
     keys = dict(zip(GROUP, group, strict=True)) if group else dict(_EMPTY_GROUP)
-    if group is None and kind == "layer_scale":
+    if group is None and table.per_model:
         keys["model"] = row.model
     return {
-        "table": kind,
+        "table": table.name,
         "row": row.label,
         "ablation": row.ablation,
         **keys,
@@ -231,16 +202,6 @@ def _group_name(row: pd.Series) -> str:
     if not row["data"]:
         return str(row["model"])
     return f"{row['model']} {row['data']}@{row['img_size']:g}"
-
-
-def _matches(runs: pd.DataFrame, row: PaperRow, kind: str) -> pd.Series:
-    want = spec_columns(row.lka)
-    mask = runs["layer_scale"].astype(bool) == row.layer_scale
-    for col in SPEC_COLUMNS:
-        mask &= runs[col] == want[col]
-    if kind == "layer_scale":  # the other tables match any model, by spec
-        mask &= runs["model"] == row.model
-    return mask
 
 
 def _scaled(first: pd.Series | None, col: str, unit: float) -> float:
