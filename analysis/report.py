@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from van_ablate.analysis import figures, render
-from van_ablate.analysis.collect import Collection, empty, load_runs, run_labels
+from van_ablate.analysis.collect import SPEC_COLUMNS, Collection, empty, load_runs, run_labels
 from van_ablate.analysis.registry import TABLES
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import METRICS, build_table
@@ -195,7 +195,7 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
                  "number": done["number"]}
             )  # fmt: skip
     runs = data.runs[data.runs["status"] == "completed"]
-    keys = ["model", "ablations", "kernel_size", "dilation", "arch", "macs"]
+    keys = ["model", "ablations", *SPEC_COLUMNS, "layer_scale", "arch", "macs"]
     grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
     label = run_labels(grouped)
     return pd.DataFrame(
