@@ -4,18 +4,21 @@ Each table of :mod:`analysis.registry` (Sec. 4.2-4.3 of "Visual Attention Networ
 runs matched to its rows by what they built, not by what they were called: the LKA spec with the
 dilation resolved, LayerScale on or off, and for the LayerScale table the model. So
 ``+ablation=k21``, ``+ablation=baseline`` and ``+ablation=no_sigmoid`` all land on the paper's
-VAN-B0 row. Runs are pooled over seeds (runs repeating a seed are averaged first) only where
-model, architecture, data, image size and training recipe agree; each such group gets the whole
-table in the paper's row order, and a row without completed runs says ``missing``. Each row
-carries its 95 % interval over seeds and its difference from the group's baseline with Welch's
-test (:mod:`analysis.stats`), and :func:`summary` counts the rows that differ and those in the
-paper's direction.
+VAN-B0 row. Runs are pooled over seeds (runs repeating a seed are averaged first) only within
+one run group: one study (runs outside any study are their own group), model, architecture,
+data, image size and training recipe. A study's group is in a table when it fills two of the
+table's rows or more (it compares what the table compares: the baseline every study has is not
+Table 3); runs outside any study are in every table they fill a row of. Each such group gets the
+whole table in the paper's row order, and a row without completed runs says ``missing``. Each
+row carries its 95 % interval over seeds and its difference from the group's baseline with
+Welch's test (:mod:`analysis.stats`), and :func:`summary` counts the rows that differ and those
+in the paper's direction. :func:`runs_in_no_table` are the runs the tables leave out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
@@ -26,12 +29,15 @@ from van_ablate.model.lka import LKASpec
 from van_ablate.paper import PaperRow
 
 METRICS = {"best": "best_top1", "final": "final_top1"}
-GROUP = ["model", "arch", "data", "img_size", "recipe"]
+#: What runs must share to be pooled; ``study`` is "" for runs made outside any study.
+GROUP = ["study", "model", "arch", "data", "img_size", "recipe"]
+#: A study's group is in a table when it fills this many of the table's rows.
+STUDY_ROWS_MIN = 2
 
 #: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent.
 TABLE_COLUMNS = (
-    "table", "row", "ablation", "model", "arch", "data", "img_size", "recipe", "paper_model",
-    "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
+    "table", "row", "ablation", "study", "model", "arch", "data", "img_size", "recipe",
+    "paper_model", "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
     "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
     "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "delta_ci_low",
@@ -47,17 +53,39 @@ def report_table(kind: str) -> ReportTable:
     return TABLES[kind]
 
 
+def _hits(table: ReportTable, runs: pd.DataFrame) -> tuple[tuple[PaperRow, ...], pd.DataFrame]:
+    """The table's rows and the runs that fill them (one line per run and row), of the groups
+    the table shows."""
+    runs = runs.assign(
+        data=runs["data"].fillna(""), study=runs["study_name"].fillna("").astype(str)
+    )
+    rows = table.rows(sorted(set(runs["model"].dropna())))
+    hits = pd.concat(
+        [runs[table.match(runs, row)].assign(row=row.label) for row in rows], ignore_index=True
+    )
+    filled = hits.groupby(GROUP, dropna=False)["row"].nunique().rename("filled").reset_index()
+    shown = filled[(filled["study"] == "") | (filled["filled"] >= STUDY_ROWS_MIN)]
+    hits = hits.merge(shown[GROUP], on=GROUP)
+    # a per-model table has no rows for a model whose runs are all in groups it does not show
+    return table.rows(sorted(set(hits["model"].dropna()))), hits
+
+
+def runs_in_no_table(kinds: Iterable[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that fill no row of tables ``kinds``: a search's trials, a grid's points off the
+    paper's rows, another study's baseline."""
+    shown = set()
+    for kind in kinds:
+        shown.update(_hits(report_table(kind), runs)[1]["run_id"])
+    return runs[~runs["run_id"].isin(shown)]
+
+
 def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
     """One line per (run group, paper row) of table ``kind``, the paper's values beside ours.
 
     >>> build_table("table3", load_runs(["runs"]).runs)  # doctest: +SKIP
     """
     table = report_table(kind)
-    rows = table.rows(sorted(set(runs["model"].dropna())))
-    runs = runs.assign(data=runs["data"].fillna(""))
-    hits = pd.concat(
-        [runs[table.match(runs, row)].assign(row=row.label) for row in rows], ignore_index=True
-    )
+    rows, hits = _hits(table, runs)
     groups = [tuple(k) for k in hits[GROUP].drop_duplicates().itertuples(index=False)]
     groups.sort(key=str)
     if table.per_model:  # each row with the groups of its model
@@ -106,7 +134,14 @@ def _printed(value: float | None, decimals: int) -> str:
     return "" if value is None else f"{value:.{decimals}f}"
 
 
-_EMPTY_GROUP = {"model": None, "arch": "", "data": "", "img_size": math.nan, "recipe": ""}
+_EMPTY_GROUP = {
+    "study": "",
+    "model": None,
+    "arch": "",
+    "data": "",
+    "img_size": math.nan,
+    "recipe": "",
+}
 
 
 def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
@@ -199,9 +234,10 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 
 def _group_name(row: pd.Series) -> str:
-    if not row["data"]:
-        return str(row["model"])
-    return f"{row['model']} {row['data']}@{row['img_size']:g}"
+    name = str(row["model"])
+    if row["data"]:
+        name += f" {row['data']}@{row['img_size']:g}"
+    return f"study {row['study']}, {name}" if row["study"] else name
 
 
 def _scaled(first: pd.Series | None, col: str, unit: float) -> float:

@@ -16,7 +16,7 @@ from conftest import TINY_RUN, read_results, run_app
 from report_inputs import make_results, make_study, write_run
 
 from van_ablate import paper, results
-from van_ablate.analysis import registry, render
+from van_ablate.analysis import render
 from van_ablate.analysis.collect import RUN_COLUMNS, load_runs
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import TABLE_COLUMNS, build_table
@@ -195,21 +195,6 @@ def test_csv_round_trips_the_numbers(collection, tmp_path):
     assert list(back["row"]) == list(table["row"])
 
 
-def test_a_new_table_is_one_registry_entry(collection, monkeypatch):
-    entry = registry.ReportTable(
-        "k7_alone",
-        "K=7 alone",
-        rows=lambda models: paper.KERNEL_TABLE[:1],
-        match=registry.same_lka,
-        figures=("curves",),
-    )
-    monkeypatch.setitem(registry.TABLES, entry.name, entry)
-    table = build_table("k7_alone", collection.runs)
-    assert list(table["row"]) == ["K=7"] and table["top1_mean"].iloc[0] == 51.0
-    assert render.to_markdown(table, "k7_alone").startswith("### K=7 alone")
-    assert "caption{K=7 alone}" in render.to_latex(table, "k7_alone")
-
-
 def test_unknown_table_is_a_config_error(collection):
     with pytest.raises(ConfigError, match="table='table9'"):
         build_table("table9", collection.runs)
@@ -340,4 +325,5 @@ def test_a_new_lka_switch_is_a_column_and_never_pooled_into_a_paper_row(
     assert list(data.runs.sort_values("seed")["norm"]) == [False, True]
     k21 = tables.build_table("kernel", data.runs).set_index("row").loc["K=21"]
     assert (k21["n_runs"], k21["top1_mean"]) == (1, 60.0)  # the paper's LKA has no norm
+    assert list(tables.runs_in_no_table(["kernel"], data.runs)["run_id"]) == ["baseline-s1"]
     assert sorted(report.pareto_points(data)["top1"]) == [60.0, 70.0]  # two points, not one
