@@ -86,11 +86,11 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
     for (model, data), group in done.groupby(["model", "data"], dropna=False):
         per_k = group.groupby("kernel_size")[metric]
         stats = per_k.agg(["mean", "count"])
-        half = per_k.apply(lambda x: _half_width(x.to_numpy(float)))
+        bars = _bars([mean_ci(x.to_numpy(float)) for _, x in per_k])
         ax.errorbar(
             stats.index,
             stats["mean"],
-            yerr=half.fillna(0),
+            yerr=bars,
             marker="o",
             capsize=3,
             label=f"{model} {data} (n={int(stats['count'].sum())}; bars: 95% CI)",
@@ -111,9 +111,12 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
     return fig
 
 
-def _half_width(values: np.ndarray) -> float:
-    ci = mean_ci(values)
-    return (ci.high - ci.low) / 2 if ci.n > 1 else np.nan
+def _bars(intervals: Sequence) -> list[list[float]]:
+    """Error bars below and above each mean from its interval's own bounds (an interval that
+    keeps to the metric's range need not be symmetric); none under 2 values."""
+    below = [i.mean - i.low if i.n > 1 else 0.0 for i in intervals]
+    above = [i.high - i.mean if i.n > 1 else 0.0 for i in intervals]
+    return [below, above]
 
 
 def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:
@@ -230,7 +233,7 @@ def top1_vs_speed(
         ax.errorbar(
             speed.mean(),
             ci.mean,
-            yerr=0 if ci.n < 2 else (ci.high - ci.low) / 2,
+            yerr=_bars([ci]),
             xerr=[[speed.mean() - speed.min()], [speed.max() - speed.mean()]],
             marker="o",
             capsize=3,

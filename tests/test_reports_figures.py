@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from report_inputs import make_results, make_study, write_run
 
 from van_ablate.analysis import figures, report
 from van_ablate.analysis.collect import load_runs
+from van_ablate.analysis.stats import Interval
 from van_ablate.analysis.studies import load_study, trials_frame
 from van_ablate.model.lka import LKASpec
 
@@ -183,3 +185,9 @@ def test_startup_trials_below_one_is_one_line_and_exit_2(inputs, capsys):
     assert report.main(["pareto", "--storage", storage, "--startup-trials", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--startup-trials" in err
+
+
+def test_error_bars_take_the_intervals_own_bounds_not_a_symmetric_half_width():
+    # a bounded interval (one that keeps to 0-100 %) is not symmetric about the mean
+    lopsided, one_seed = Interval(98.0, 95.0, 99.5, 3), Interval(60.0, math.nan, math.nan, 1)
+    assert figures._bars([lopsided, one_seed]) == [[3.0, 0.0], [1.5, 0.0]]
