@@ -27,16 +27,9 @@ from van_ablate.results import SCHEMA_VERSION, readable, upgrade
 
 log = logging.getLogger("analysis")
 
-SPEC_COLUMNS = (
-    "kernel_size",
-    "dilation",
-    "dw_conv",
-    "dwd_conv",
-    "pw_conv",
-    "gate",
-    "combine",
-    "dense",
-)
+#: The LKA switches, as :class:`LKASpec` declares them: a new switch is a new column, and runs that
+#: differ in it are never pooled into one row.
+SPEC_COLUMNS = tuple(f.name for f in dataclasses.fields(LKASpec))
 
 #: One row per run. ``dilation`` is the resolved one; ``arch`` is "default" or the changed
 #: dims/depths/mlp_ratios; ``recipe`` a short hash of the config's ``train`` group (runs are
@@ -189,8 +182,7 @@ def run_row(results: Any, *, source: str, path: str) -> dict[str, Any]:
 
 def spec_columns(spec: LKASpec) -> dict[str, Any]:
     """The :data:`SPEC_COLUMNS` of a spec, with the dilation resolved (so 'auto' matches 3)."""
-    d = spec.to_dict()
-    return {**{k: d[k] for k in SPEC_COLUMNS}, "dilation": d["resolved_dilation"]}
+    return {**{k: getattr(spec, k) for k in SPEC_COLUMNS}, "dilation": spec.resolved_dilation}
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:

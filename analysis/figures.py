@@ -19,9 +19,10 @@ import optuna
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
+from matplotlib.transforms import Bbox
 
 from van_ablate import paper
-from van_ablate.analysis.collect import run_labels, spec_columns
+from van_ablate.analysis.collect import SPEC_COLUMNS, run_labels, spec_columns
 from van_ablate.analysis.stats import mean_ci
 from van_ablate.io import atomic_write
 from van_ablate.model.lka import LKASpec, auto_dilation
@@ -85,11 +86,11 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
     for (model, data), group in done.groupby(["model", "data"], dropna=False):
         per_k = group.groupby("kernel_size")[metric]
         stats = per_k.agg(["mean", "count"])
-        half = per_k.apply(lambda x: _half_width(x.to_numpy(float)))
+        bars = _bars([mean_ci(x.to_numpy(float)) for _, x in per_k])
         ax.errorbar(
             stats.index,
             stats["mean"],
-            yerr=half.fillna(0),
+            yerr=bars,
             marker="o",
             capsize=3,
             label=f"{model} {data} (n={int(stats['count'].sum())}; bars: 95% CI)",
@@ -110,9 +111,12 @@ def top1_vs_kernel(runs: pd.DataFrame, metric: str = "best_top1") -> Figure | No
     return fig
 
 
-def _half_width(values: np.ndarray) -> float:
-    ci = mean_ci(values)
-    return (ci.high - ci.low) / 2 if ci.n > 1 else np.nan
+def _bars(intervals: Sequence) -> list[list[float]]:
+    """Error bars below and above each mean from its interval's own bounds (an interval that
+    keeps to the metric's range need not be symmetric); none under 2 values."""
+    below = [i.mean - i.low if i.n > 1 else 0.0 for i in intervals]
+    above = [i.high - i.mean if i.n > 1 else 0.0 for i in intervals]
+    return [below, above]
 
 
 def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:
@@ -210,29 +214,33 @@ def top1_vs_speed(
     runs: pd.DataFrame, metric: str = "best_top1", chance_top1: float | None = None
 ) -> Figure | None:
     """Top-1 (mean and 95% CI over seeds) against measured training images/s, per ablation (or
-    LKA, for runs that changed it without naming an ablation)."""
+    LKA, for runs that changed it without naming an ablation).
+
+    Every point is in the legend below the axes; points are named beside them where a name fits
+    without covering another (the fastest-for-their-top-1 first), so 40 runs stay readable.
+    """
     done = runs[(runs["status"] == "completed")].dropna(subset=["images_per_sec", metric])
     if done.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    groups = done.assign(label=run_labels(done)).groupby(["model", "label"], dropna=False)
-    for i, ((model, label), group) in enumerate(groups):
-        top1 = group.groupby("seed")[metric].mean().to_numpy(float)
-        ci = mean_ci(top1)
+    fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    keys = ["model", "label", *SPEC_COLUMNS, "layer_scale"]  # one point per LKA, however named
+    groups = done.assign(label=run_labels(done)).groupby(keys, dropna=False, sort=True)
+    points = []
+    for i, (key, group) in enumerate(groups):
+        model, label = key[0], key[1] or "(no ablation)"
+        ci = mean_ci(group.groupby("seed")[metric].mean().to_numpy(float))
         speed = group["images_per_sec"].astype(float)
-        label = label or "(no ablation)"
         ax.errorbar(
             speed.mean(),
             ci.mean,
-            yerr=0 if ci.n < 2 else (ci.high - ci.low) / 2,
+            yerr=_bars([ci]),
             xerr=[[speed.mean() - speed.min()], [speed.max() - speed.mean()]],
             marker="o",
             capsize=3,
             color=colour(label, i),
             label=f"{model} {label} (n={ci.n})",
         )
-        ax.annotate(label, (speed.mean(), ci.mean), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")  # fmt: skip
+        points.append((speed.mean(), ci.mean, label))
     full_scale(ax, chance_top1 if chance_top1 is not None else chance(done))
     ax.set(
         xlabel="measured training images/s (mean over epochs; bars: min-max over runs)",
@@ -240,8 +248,73 @@ def top1_vs_speed(
         title="Top-1 against measured training speed",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_below(fig, ax)
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    first = np.argsort(~pareto_mask(-x, y), kind="stable")  # faster and better points first
+    label_points(ax, [points[i] for i in first])
     return fig
+
+
+def legend_below(fig: Figure, ax, fontsize: float = 7) -> None:
+    """The axes' legend under them, in as many columns as the figure's width holds, the figure
+    made taller by its rows; then the layout fixed, so that what is drawn is what is saved."""
+    handles, labels = ax.get_legend_handles_labels()
+    renderer = fig.canvas.get_renderer()
+    probe = fig.text(0, 0, max(labels, key=len), fontsize=fontsize)
+    text = max(probe.get_window_extent(renderer).width, 1.0)
+    probe.remove()
+    # handle, pad and spacing of matplotlib's legend: 2 + 0.8 + 2 font sizes per column
+    column = text + 4.8 * fontsize * fig.dpi / 72
+    ncol = max(1, min(len(labels), int(0.95 * fig.bbox.width // column)))
+    while True:
+        rows = -(-len(labels) // ncol)
+        fig.set_size_inches(fig.get_size_inches()[0], 4.5 + rows * 1.6 * fontsize / 72)
+        legend = fig.legend(
+            handles, labels, loc="outside lower center", ncol=ncol, fontsize=fontsize
+        )
+        fig.canvas.draw()  # the constrained layout makes room for the legend
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
+        ncol -= 1
+    fig.set_layout_engine("none")
+
+
+def label_points(ax, points: Sequence[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Name each (x, y, label) point beside it, in the first place that keeps the name inside
+    the axes and off every other name and marker; a point with no such place stays unnamed (the
+    legend has it). Drawn after the layout is fixed, as text extents depend on it."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    marker = 3 * ax.figure.dpi / 72  # the marker's radius (6 points across), in pixels
+    taken = [
+        Bbox.from_extents(px - marker, py - marker, px + marker, py + marker)
+        for px, py in ax.transData.transform([(x, y) for x, y, _ in points])
+    ]
+    for x, y, label in points:
+        for dx, dy, ha, va in _PLACES:
+            text = ax.annotate(
+                label, (x, y), xytext=(dx, dy), textcoords="offset points",
+                ha=ha, va=va, fontsize=fontsize,
+            )  # fmt: skip
+            box = text.get_window_extent(renderer).padded(1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1
+            inside &= frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                taken.append(box)
+                break
+            text.remove()
+
+
+# Where a point's name may go, nearest first: (dx, dy) in points from it, and the alignment
+# that keeps the name on that side.
+_HA = {1: "left", -1: "right", 0: "center"}
+_VA = {1: "bottom", -1: "top", 0: "center"}
+_PLACES = [
+    (dx * r, dy * r, _HA[dx], _VA[dy])
+    for r in (5, 10)
+    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+]
 
 
 def curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:

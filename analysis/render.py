@@ -17,16 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from van_ablate.analysis import stats
+from van_ablate.analysis.collect import run_labels
+from van_ablate.analysis.registry import TABLES
 from van_ablate.analysis.tables import summary
 
 MISSING = "missing"
 SIGNIFICANT = "*"
 NO_CONCLUSION = "no conclusion (under 2 seeds)"
-TITLES = {
-    "table3": "Table 3: LKA components",
-    "kernel": "Kernel size K of LKA",
-    "layer_scale": "LayerScale",
-}
+NO_STUDY = "runs"  # the group of runs made outside any study
 NOTES = (
     "Top-1 ours: mean ± sample std over seeds (n; runs repeating a seed averaged first), "
     "completed runs only; 95% CI: Student-t interval of the mean over seeds. "
@@ -73,6 +71,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "Row": table["row"],
+            "Study": table["study"].map(lambda s: s or NO_STUDY),
             "Model": [_model(r, recipes) for _, r in rows],
             "Params (M) paper": table["paper_params_printed"].replace("", "—"),
             "Params (M) ours": _pair(rows, "params_m", "params_counted_m"),
@@ -96,7 +95,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(table: pd.DataFrame, kind: str) -> str:
     """A Markdown section: heading, the table, the summary of the tests, the note on conventions."""
     body = display_frame(table).to_markdown(index=False, disable_numparse=True)
-    parts = [f"### {TITLES[kind]}", body]
+    parts = [f"### {TABLES[kind].title}", body]
     if lines := summary(table):
         parts.append("\n".join(f"- {line}" for line in lines))
     return "\n\n".join([*parts, NOTES]) + "\n"
@@ -105,7 +104,7 @@ def to_markdown(table: pd.DataFrame, kind: str) -> str:
 def to_latex(table: pd.DataFrame, kind: str) -> str:
     """A LaTeX ``table`` environment (booktabs), ± and Δ in math mode."""
     frame = display_frame(table)
-    tex = frame.to_latex(index=False, escape=True, caption=TITLES[kind], label=f"tab:{kind}")
+    tex = frame.to_latex(index=False, escape=True, caption=TABLES[kind].title, label=f"tab:{kind}")
     for plain, math_mode in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("†", r"$^\dagger$")):
         tex = tex.replace(plain, math_mode)
     return tex
@@ -114,6 +113,46 @@ def to_latex(table: pd.DataFrame, kind: str) -> str:
 def to_csv(table: pd.DataFrame) -> str:
     """The numeric table, one column per figure (see ``tables.TABLE_COLUMNS``)."""
     return table.to_csv(index=False)
+
+
+def runs_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs as a list to read, one line each in trial order: what each built and what it got."""
+    runs = runs.sort_values(["trial_number", "run_id"], na_position="last")
+    return pd.DataFrame(
+        {
+            "Trial": runs["trial_number"].map(lambda n: "—" if pd.isna(n) else f"{n:.0f}"),
+            "Run": runs["run_id"],
+            "Status": runs["status"],
+            "Model": runs["model"],
+            "Arch": runs["arch"],
+            "LKA": run_labels(runs).replace("", "—"),
+            "LayerScale": runs["layer_scale"].map(lambda on: "w/" if on else "w/o"),
+            "Seed": runs["seed"].astype(str),
+            "Top-1 best": runs["best_top1"].map(lambda x: "—" if pd.isna(x) else f"{x:.2f}"),
+            "MACs (G)": runs["macs"].map(lambda x: "—" if pd.isna(x) else _num(x / 1e9)),
+            "Train img/s": runs["images_per_sec"].map(lambda x: "—" if pd.isna(x) else f"{x:.0f}"),
+        }
+    )
+
+
+def runs_sections(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Heading -> :func:`runs_frame`, one per study (runs outside any study last)."""
+    study = runs["study_name"].fillna("").astype(str)
+    sections = {}
+    for name in sorted(set(study), key=lambda s: (s == "", s)):
+        mine = runs[study == name]
+        heading = f"Runs in no table: {f'study {name}' if name else NO_STUDY} ({len(mine)})"
+        sections[heading] = runs_frame(mine)
+    return sections
+
+
+def runs_markdown(runs: pd.DataFrame) -> str:
+    """:func:`runs_sections` as Markdown sections."""
+    parts = [
+        f"### {heading}\n\n{frame.to_markdown(index=False, disable_numparse=True)}"
+        for heading, frame in runs_sections(runs).items()
+    ]
+    return "\n\n".join(parts) + "\n"
 
 
 def html_page(
@@ -129,7 +168,7 @@ def html_page(
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     for kind, table in tables.items():
-        parts.append(f"<h2>{html.escape(TITLES.get(kind, kind))}</h2>")
+        parts.append(f"<h2>{html.escape(TABLES[kind].title)}</h2>")
         parts.append(display_frame(table).to_html(index=False, border=0, escape=True))
         parts += [f"<p class='summary'>{html.escape(line)}</p>" for line in summary(table)]
     if tables:

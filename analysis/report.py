@@ -2,7 +2,8 @@
 
 One command per report, each reading run directories and/or an Optuna storage (and a W&B project
 when logged in), writing Markdown / LaTeX / CSV tables, PNG + SVG figures and one self-contained
-HTML page into ``--out``::
+HTML page into ``--out``; a study's runs that no table of the report shows (a search's trials)
+are listed by study in ``other_runs.md`` / ``.csv`` and on the page::
 
     python -m van_ablate.analysis.report table3 multirun/table3_van_proxy --out reports/table3
     python -m van_ablate.analysis.report kernel runs/van_proxy --format md,csv --out reports/kernel
@@ -29,9 +30,10 @@ import pandas as pd
 import yaml
 
 from van_ablate.analysis import figures, render
-from van_ablate.analysis.collect import Collection, empty, load_runs, run_labels
+from van_ablate.analysis.collect import SPEC_COLUMNS, Collection, empty, load_runs, run_labels
+from van_ablate.analysis.registry import TABLES
 from van_ablate.analysis.studies import load_study, results_paths, trials_frame
-from van_ablate.analysis.tables import METRICS, TABLES, build_table
+from van_ablate.analysis.tables import METRICS, build_table, runs_in_no_table
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
 
@@ -40,13 +42,17 @@ FORMATS = ("md", "tex", "csv", "html")
 # Optuna's TPESampler and GPSampler default: fewer trials are random draws, with no trend yet.
 STARTUP_TRIALS = 10
 FIGURES = ("kernel_size", "pareto", "speed", "curves", "history", "importances")
-#: report -> (tables, figures)
+#: Columns of ``other_runs.csv``: the runs in no table of the report.
+OTHER_COLUMNS = [
+    "study_name", "trial_number", "run_id", "status", "model", "arch", "ablations", *SPEC_COLUMNS,
+    "layer_scale", "data", "img_size", "seed", "best_top1", "final_top1", "params", "macs",
+    "images_per_sec",
+]  # fmt: skip
+#: report -> (tables, figures): one report per table of the registry, the study's and all
 REPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "table3": (("table3",), ("pareto", "speed", "curves")),
-    "kernel": (("kernel",), ("kernel_size", "curves")),
-    "layer_scale": (("layer_scale",), ("curves",)),
+    **{t.name: ((t.name,), t.figures) for t in TABLES.values()},
     "pareto": ((), ("pareto", "history", "importances")),
-    "all": (TABLES, FIGURES),
+    "all": (tuple(TABLES), FIGURES),
 }
 
 
@@ -85,6 +91,18 @@ def make_report(
         }
         for fmt in (f for f in formats if f in writers):
             files.append(atomic_write_text(out / f"{name}.{fmt}", writers[fmt]()))
+    # a study's runs that no table shows (a search's trials, a grid's points off the paper's
+    # rows, another study's baseline) are listed by study; runs outside studies were asked for
+    # by the tables they fill
+    others = data.runs.iloc[:0]
+    if tables:
+        others = runs_in_no_table(table_names, data.runs).dropna(subset=["study_name"])
+    if not others.empty:
+        if "csv" in formats:
+            listed = others[OTHER_COLUMNS].astype({"trial_number": "Int64"})
+            files.append(atomic_write_text(out / "other_runs.csv", render.to_csv(listed)))
+        if "md" in formats:
+            files.append(atomic_write_text(out / "other_runs.md", render.runs_markdown(others)))
     front = pareto_front(data, METRICS[metric]) if "pareto" in figure_names else None
     few = _too_few(data, study, startup) if front is not None else None
     if front is not None:
@@ -111,7 +129,10 @@ def make_report(
             pngs,
             data.skipped,
             _sources(data, study),
-            {"Pareto front of the study": front} if front is not None else {},
+            {
+                **render.runs_sections(others),
+                **({"Pareto front of the study": front} if front is not None else {}),
+            },
         )
         files.append(atomic_write_text(out / f"{kind}.html", page))
     return Report(files, tables, pngs)
@@ -196,7 +217,7 @@ def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:
                  "number": done["number"]}
             )  # fmt: skip
     runs = data.runs[data.runs["status"] == "completed"]
-    keys = ["model", "ablations", "kernel_size", "dilation", "arch", "macs"]
+    keys = ["model", "ablations", *SPEC_COLUMNS, "layer_scale", "arch", "macs"]
     grouped = runs.groupby(keys, dropna=False)[metric].mean().reset_index()
     label = run_labels(grouped)
     return pd.DataFrame(

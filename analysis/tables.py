@@ -1,39 +1,43 @@
 """The paper's tables regenerated from runs: Table 3, the kernel-size table, the LayerScale table.
 
-Each paper row (:mod:`van_ablate.paper`: Table 3, the kernel-size table, the LayerScale table of
-Sec. 4.2-4.3) is matched to runs by
-what they built, not by what they were called: the LKA spec with the dilation resolved, LayerScale
-on or off, and for the LayerScale table the model. So ``+ablation=k21``, ``+ablation=baseline``
-and ``+ablation=no_sigmoid`` all land on the paper's VAN-B0 row. Runs are pooled over seeds
-(runs repeating a seed are averaged first) only where model, architecture, data, image size and
-training recipe agree; each such group gets the whole table in the paper's row order, and a row
-without completed runs says ``missing``. Each row carries its 95 % interval over seeds and its
-difference from the group's baseline with Welch's test (:mod:`analysis.stats`), and
-:func:`summary` counts the rows that differ and those in the paper's direction.
+Each table of :mod:`analysis.registry` (Sec. 4.2-4.3 of "Visual Attention Network") is filled by
+runs matched to its rows by what they built, not by what they were called: the LKA spec with the
+dilation resolved, LayerScale on or off, and for the LayerScale table the model. So
+``+ablation=k21``, ``+ablation=baseline`` and ``+ablation=no_sigmoid`` all land on the paper's
+VAN-B0 row. Runs are pooled over seeds (runs repeating a seed are averaged first) only within
+one run group: one study (runs outside any study are their own group), model, architecture,
+data, image size and training recipe. A study's group is in a table when it fills two of the
+table's rows or more (it compares what the table compares: the baseline every study has is not
+Table 3); runs outside any study are in every table they fill a row of. Each such group gets the
+whole table in the paper's row order, and a row without completed runs says ``missing``. Each
+row carries its 95 % interval over seeds and its difference from the group's baseline with
+Welch's test (:mod:`analysis.stats`), and :func:`summary` counts the rows that differ and those
+in the paper's direction. :func:`runs_in_no_table` are the runs the tables leave out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from van_ablate import paper
 from van_ablate.analysis import stats
-from van_ablate.analysis.collect import SPEC_COLUMNS, spec_columns
+from van_ablate.analysis.registry import TABLES, ReportTable
 from van_ablate.errors import ConfigError
 from van_ablate.model.lka import LKASpec
 from van_ablate.paper import PaperRow
 
-TABLES = ("table3", "kernel", "layer_scale")
 METRICS = {"best": "best_top1", "final": "final_top1"}
-GROUP = ["model", "arch", "data", "img_size", "recipe"]
+#: What runs must share to be pooled; ``study`` is "" for runs made outside any study.
+GROUP = ["study", "model", "arch", "data", "img_size", "recipe"]
+#: A study's group is in a table when it fills this many of the table's rows.
+STUDY_ROWS_MIN = 2
 
 #: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent.
 TABLE_COLUMNS = (
-    "table", "row", "ablation", "model", "arch", "data", "img_size", "recipe", "paper_model",
-    "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
+    "table", "row", "ablation", "study", "model", "arch", "data", "img_size", "recipe",
+    "paper_model", "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
     "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
     "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "delta_ci_low",
@@ -42,38 +46,37 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 
 
-def paper_rows(kind: str, models: Sequence[str] = ()) -> tuple[PaperRow, ...]:
-    """The rows of table ``kind`` in the paper's order.
+def report_table(kind: str) -> ReportTable:
+    """The registry entry of table ``kind``; a ConfigError naming the tables if there is none."""
+    if kind not in TABLES:
+        raise ConfigError("table", kind, f"must be one of {', '.join(TABLES)}")
+    return TABLES[kind]
 
-    The LayerScale table has a w/ and a w/o row per model of the paper, then per other model in
-    ``models`` (such as van_proxy), whose paper columns are empty.
-    """
-    if kind == "table3":
-        return paper.TABLE3
-    if kind == "kernel":
-        return paper.KERNEL_TABLE
-    printed = {r.model: r for r in paper.LAYER_SCALE_TABLE}
-    rows = []
-    for model in [*printed, *sorted(set(models) - set(printed))]:
-        ref = paper.MODELS.get(model)
-        for on in (True, False):
-            ls = printed.get(model)
-            top1 = None if ls is None else ls.top1_with if on else ls.top1_without
-            rows.append(
-                PaperRow(
-                    label=f"{model} {'w/' if on else 'w/o'} LayerScale",
-                    ablation="baseline" if on else "no_layer_scale",
-                    model=model,
-                    lka=LKASpec(),
-                    layer_scale=on,
-                    params=ref.params if ref else None,
-                    flops=ref.flops if ref else None,
-                    top1=top1,
-                    params_decimals=ref.params_decimals if ref else 1,
-                    flops_decimals=ref.flops_decimals if ref else 1,
-                )
-            )
-    return tuple(rows)
+
+def _hits(table: ReportTable, runs: pd.DataFrame) -> tuple[tuple[PaperRow, ...], pd.DataFrame]:
+    """The table's rows and the runs that fill them (one line per run and row), of the groups
+    the table shows."""
+    runs = runs.assign(
+        data=runs["data"].fillna(""), study=runs["study_name"].fillna("").astype(str)
+    )
+    rows = table.rows(sorted(set(runs["model"].dropna())))
+    hits = pd.concat(
+        [runs[table.match(runs, row)].assign(row=row.label) for row in rows], ignore_index=True
+    )
+    filled = hits.groupby(GROUP, dropna=False)["row"].nunique().rename("filled").reset_index()
+    shown = filled[(filled["study"] == "") | (filled["filled"] >= STUDY_ROWS_MIN)]
+    hits = hits.merge(shown[GROUP], on=GROUP)
+    # a per-model table has no rows for a model whose runs are all in groups it does not show
+    return table.rows(sorted(set(hits["model"].dropna()))), hits
+
+
+def runs_in_no_table(kinds: Iterable[str], runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that fill no row of tables ``kinds``: a search's trials, a grid's points off the
+    paper's rows, another study's baseline."""
+    shown = set()
+    for kind in kinds:
+        shown.update(_hits(report_table(kind), runs)[1]["run_id"])
+    return runs[~runs["run_id"].isin(shown)]
 
 
 def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
@@ -81,17 +84,13 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
 
     >>> build_table("table3", load_runs(["runs"]).runs)  # doctest: +SKIP
     """
-    if kind not in TABLES:
-        raise ConfigError("table", kind, f"must be one of {', '.join(TABLES)}")
-    rows = paper_rows(kind, sorted(set(runs["model"].dropna())))
-    runs = runs.assign(data=runs["data"].fillna(""))
-    hits = pd.concat(
-        [runs[_matches(runs, row, kind)].assign(row=row.label) for row in rows], ignore_index=True
-    )
+    table = report_table(kind)
+    rows, hits = _hits(table, runs)
     groups = [tuple(k) for k in hits[GROUP].drop_duplicates().itertuples(index=False)]
     groups.sort(key=str)
-    if kind == "layer_scale":  # rows are per model: each row with the groups of its model
-        pairs = [(r, g) for r in rows for g in [g for g in groups if g[0] == r.model] or [None]]
+    if table.per_model:  # each row with the groups of its model
+        model = GROUP.index("model")
+        pairs = [(r, g) for r in rows for g in [g for g in groups if g[model] == r.model] or [None]]
     else:  # the whole table, in the paper's order, once per group
         pairs = [(r, g) for g in groups or [None] for r in rows]
     # with no runs at all, the columns _stats would give (its index on an empty frame)
@@ -99,7 +98,7 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
     if not hits.empty:
         by = hits.groupby(["row", *GROUP], dropna=False, sort=False)
         stats = by.apply(_stats, metric=METRICS[metric], include_groups=False).reset_index()
-    skeleton = pd.DataFrame([_skeleton(kind, r, g) for r, g in pairs])
+    skeleton = pd.DataFrame([_skeleton(table, r, g) for r, g in pairs])
     table = skeleton.merge(stats, on=["row", *GROUP], how="left")
     table["n_runs"] = table["n_runs"].fillna(0).astype(int)
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
@@ -113,12 +112,12 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
     return _deltas(table, rows)[list(TABLE_COLUMNS)]
 
 
-def _skeleton(kind: str, row: PaperRow, group: tuple | None) -> dict:
+def _skeleton(table: ReportTable, row: PaperRow, group: tuple | None) -> dict:
     keys = dict(zip(GROUP, group, strict=True)) if group else dict(_EMPTY_GROUP)
-    if group is None and kind == "layer_scale":
+    if group is None and table.per_model:
         keys["model"] = row.model
     return {
-        "table": kind,
+        "table": table.name,
         "row": row.label,
         "ablation": row.ablation,
         **keys,
@@ -135,7 +134,14 @@ def _printed(value: float | None, decimals: int) -> str:
     return "" if value is None else f"{value:.{decimals}f}"
 
 
-_EMPTY_GROUP = {"model": None, "arch": "", "data": "", "img_size": math.nan, "recipe": ""}
+_EMPTY_GROUP = {
+    "study": "",
+    "model": None,
+    "arch": "",
+    "data": "",
+    "img_size": math.nan,
+    "recipe": "",
+}
 
 
 def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
@@ -228,19 +234,10 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 
 def _group_name(row: pd.Series) -> str:
-    if not row["data"]:
-        return str(row["model"])
-    return f"{row['model']} {row['data']}@{row['img_size']:g}"
-
-
-def _matches(runs: pd.DataFrame, row: PaperRow, kind: str) -> pd.Series:
-    want = spec_columns(row.lka)
-    mask = runs["layer_scale"].astype(bool) == row.layer_scale
-    for col in SPEC_COLUMNS:
-        mask &= runs[col] == want[col]
-    if kind == "layer_scale":  # the other tables match any model, by spec
-        mask &= runs["model"] == row.model
-    return mask
+    name = str(row["model"])
+    if row["data"]:
+        name += f" {row['data']}@{row['img_size']:g}"
+    return f"study {row['study']}, {name}" if row["study"] else name
 
 
 def _scaled(first: pd.Series | None, col: str, unit: float) -> float:

@@ -35,8 +35,12 @@ IMAGES_PER_EPOCH = 4000  # the built-in data's default training split
 
 
 @functools.cache
-def _complexity(model: str, spec: LKASpec, layer_scale: bool, img_size: int, num_classes: int):
-    return ModelSpec(model, spec, layer_scale, img_size=img_size, num_classes=num_classes).cost()
+def _complexity(
+    model: str, spec: LKASpec, layer_scale: bool, img_size: int, num_classes: int, dims: tuple
+):
+    return ModelSpec(
+        model, spec, layer_scale, img_size=img_size, num_classes=num_classes, dims=dims
+    ).cost()
 
 
 def make_results(
@@ -50,15 +54,22 @@ def make_results(
     status: str = "completed",
     trial: tuple[str, int] | None = None,
     data: dict[str, Any] | None = None,
+    lka: LKASpec | None = None,
+    dims: tuple[int, ...] | None = None,
+    images_per_sec: float = 400.0,
 ) -> dict[str, Any]:
     """A results.json document for ``ablation`` whose best and final top-1 is ``top1``.
 
-    ``data`` overrides keys of the ``data`` config group (the built-in data by default).
+    ``data`` overrides keys of the ``data`` config group (the built-in data by default). ``lka``
+    sets the LKA without an ablation, as a study sweeping ``lka.*`` does; ``dims`` the model's
+    widths, as the nas study does. Every epoch trains at ``images_per_sec``.
 
     >>> make_results("r0", ablation="k7", seed=1, top1=61.5)["lka"]["kernel_size"]
     7
     """
     spec, layer_scale = ABLATIONS[ablation]["lka"], ABLATIONS[ablation]["layer_scale"]
+    spec, ablations = (spec, [ablation]) if lka is None else (lka, [])
+    dims = None if dims is None else tuple(dims)
     data_cfg = DataConfig(**(data or {}))
     info = DataInfo(
         data_cfg.name,
@@ -69,6 +80,8 @@ def make_results(
     )
     config = OmegaConf.to_container(OmegaConf.structured(Config))
     config["model"].update(name=model, layer_scale=layer_scale)
+    if dims is not None:
+        config["model"]["dims"] = list(dims)
     config.update(lka=dataclasses.asdict(spec), seed=seed, data=dataclasses.asdict(data_cfg))
     batch = config["train"]["batch_size"]
     return results.document(
@@ -82,11 +95,14 @@ def make_results(
             layer_scale=layer_scale,
             num_classes=info.num_classes,
             img_size=info.img_size,
+            dims=dims,
         ),
-        ablations=[ablation],
+        ablations=ablations,
         data=dataclasses.asdict(info),
         seed=seed,
-        complexity=dict(_complexity(model, spec, layer_scale, info.img_size, info.num_classes)),
+        complexity=dict(
+            _complexity(model, spec, layer_scale, info.img_size, info.num_classes, dims)
+        ),
         setup={
             "device": "cpu",
             "world_size": 1,
@@ -100,7 +116,7 @@ def make_results(
             "wait_policy": "PASSIVE",
             "channels_last": True,
         },
-        epochs=_curve(top1, epochs),
+        epochs=_curve(top1, epochs, images_per_sec),
         objective=["best.val_top1"],
         diverged=None,
         trial=trial,
@@ -110,7 +126,7 @@ def make_results(
     )
 
 
-def _curve(top1: float, epochs: int) -> list[dict[str, Any]]:
+def _curve(top1: float, epochs: int, images_per_sec: float = 400.0) -> list[dict[str, Any]]:
     """Per-epoch records rising linearly to ``top1`` at the last epoch."""
     return [
         {
@@ -120,7 +136,7 @@ def _curve(top1: float, epochs: int) -> list[dict[str, Any]]:
             "val_top1": top1 * e / epochs,
             "val_top5": min(100.0, 2 * top1 * e / epochs),
             "lr": 1e-3 * (1 - (e - 1) / epochs),
-            "images_per_sec": 400.0,
+            "images_per_sec": images_per_sec,
             "time_s": 5.0,
         }
         for e in range(1, epochs + 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -287,3 +289,41 @@ def test_report_inputs_have_the_layout_a_real_training_run_writes(tmp_path):
     assert layout(made) == layout(real)
     assert made["epochs"][0].keys() == real["epochs"][0].keys()
     assert made["data"]["num_classes"] == real["data"]["num_classes"] == 4
+
+
+@pytest.fixture
+def lka_with_a_new_switch(monkeypatch):
+    """LKASpec with one more switch, ``norm`` (off by default), as a new ablation would add it:
+    the paper's rows and the report modules imported anew on it, and on the real one after."""
+    from van_ablate.analysis import collect, registry, report, tables
+    from van_ablate.model import lka
+    from van_ablate.paper import ablation, figures
+
+    modules = [ablation, figures, paper, collect, registry, tables, report]
+    spec = dataclasses.make_dataclass(
+        "LKASpec", [("norm", bool, False)], bases=(lka.LKASpec,), unsafe_hash=True
+    )
+    monkeypatch.setattr(lka, "LKASpec", spec)
+    for module in modules:
+        importlib.reload(module)
+    yield collect, tables, report
+    monkeypatch.undo()
+    for module in modules:
+        importlib.reload(module)
+
+
+def test_a_new_lka_switch_is_a_column_and_never_pooled_into_a_paper_row(
+    lka_with_a_new_switch, tmp_path
+):
+    collect, tables, report = lka_with_a_new_switch
+    for seed, norm in enumerate([False, True]):
+        r = make_results(f"baseline-s{seed}", seed=seed, top1=60.0 + 10 * seed)
+        r["lka"]["norm"] = norm  # as training with lka.norm=true would record it
+        write_run(tmp_path, r)
+    data = collect.load_runs([tmp_path])
+    assert "norm" in collect.SPEC_COLUMNS and "norm" in collect.RUN_COLUMNS
+    assert list(data.runs.sort_values("seed")["norm"]) == [False, True]
+    k21 = tables.build_table("kernel", data.runs).set_index("row").loc["K=21"]
+    assert (k21["n_runs"], k21["top1_mean"]) == (1, 60.0)  # the paper's LKA has no norm
+    assert list(tables.runs_in_no_table(["kernel"], data.runs)["run_id"]) == ["baseline-s1"]
+    assert sorted(report.pareto_points(data)["top1"]) == [60.0, 70.0]  # two points, not one
