@@ -3,6 +3,7 @@ the betting intervals' guarantees checked by simulation."""
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -290,3 +291,7 @@ def test_rows_carry_their_measured_training_speed(table3):
     assert table3.loc["VAN-B0", "images_per_sec"] == pytest.approx(400.0)
     shown = render.display_frame(table3.reset_index()).set_index("Row")
     assert shown.loc["VAN-B0", "Train img/s ours"] == "400"
+
+
+def test_the_examples_in_the_docstrings_hold():
+    assert doctest.testmod(stats).failed == 0
