@@ -13,7 +13,7 @@ is bounded, so :func:`betting_ci` gives a row's mean an interval that stays insi
 and :func:`betting_cs` a confidence sequence, valid at every number of seeds at once, for
 studies that add seeds while looking (:mod:`van_ablate.sweep.adaptive`). Both are the hedged
 capital of Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting"
-(JRSS-B 2024), Section 4.
+(JRSS-B 2024).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ ALPHA = 0.05  # two-sided significance level of the Welch test; the intervals ar
 CONFIDENCE = 1 - ALPHA
 PAPER_DELTA_MIN = 0.5  # points: the paper's smaller differences have no direction to agree with
 TEST = "Welch's t-test"
-PAIRED_TEST = "paired t-test"
 # The betting intervals' candidate means: the range in 2000 steps (0.05 points of accuracy).
 BETTING_GRID = 2000
 # A bet stakes at most this share of the capital (c in the paper's lambda <= c / m).
@@ -187,7 +186,8 @@ def betting_cs(
     So a sequence may be watched after every new seed and stopped when it excludes a value,
     without raising the error rate: by Ville's inequality the hedged capital (a nonnegative
     martingale at the true mean) passes 1 / alpha at any time with probability at most alpha
-    (Waudby-Smith & Ramdas 2024, Theorem 3 with predictable plug-in bets; Howard et al. 2021).
+    (Waudby-Smith & Ramdas 2024, hedged capital with predictable plug-in bets; Howard et al.
+    2021).
 
     Using only the range, it is slow to exclude a value at small n: a Δ near -40 points, in
     [-100, 100], takes about 15 seeds (no seed may be ruled out as a rare +100).
@@ -213,7 +213,9 @@ def _betting(
     if np.any((x < 0) | (x > 1)):
         raise ValueError(f"values must lie in [{low}, {high}]; got {values.min()}..{values.max()}")
     t = np.arange(1, len(x) + 1)
-    mu = (0.5 + np.cumsum(x)) / (t + 1)  # regularised running mean and variance, paper eq. (26)
+    mu = (0.5 + np.cumsum(x)) / (
+        t + 1
+    )  # running mean and variance, regularised by one made-up value
     var = (0.25 + np.cumsum((x - mu) ** 2)) / (t + 1)
     var_before = np.append(0.25, var[:-1])  # predictable: bet t sees values 1..t-1 only
     horizon = t * np.log1p(t) if fixed_n is None else fixed_n
