@@ -1,7 +1,9 @@
-"""Statistics in the tables: intervals and Welch's test against values worked out independently."""
+"""Statistics in the tables: intervals and tests against values worked out independently, and
+the betting intervals' guarantees checked by simulation."""
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -90,6 +92,139 @@ def test_direction_is_asked_only_where_the_paper_moved_half_a_point():
     assert stats.agrees(math.nan, -3.0) is None
 
 
+def _paired_by_hand(row, base):
+    """Per-seed Δ: mean ± t_{0.975, n-1} s / sqrt(n), scipy's paired t and Wilcoxon p-values."""
+    d = np.asarray(row, float) - np.asarray(base, float)
+    half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    p = sps.ttest_rel(row, base).pvalue
+    return d.mean(), d.mean() - half, d.mean() + half, p, sps.wilcoxon(row, base).pvalue
+
+
+@pytest.mark.parametrize(
+    ("row", "base"),
+    [
+        ([3.0, 4.0, 6.0], [1.0, 2.0, 3.0]),
+        ([50.0, 52.0, 51.0, 47.5, 49.0], [60.0, 62.0, 64.0, 61.0, 58.0]),
+        ([81.6, 73.5, 92.1, 66.0, 90.0, 85.2, 79.9], [80.0, 75.0, 91.0, 70.0, 88.0, 86.0, 77.0]),
+    ],
+)
+def test_paired_comparison_matches_scipy_paired_t_and_wilcoxon(row, base):
+    c = stats.paired(dict(enumerate(row)), dict(enumerate(base)))
+    got = (c.delta, c.low, c.high, c.p_value, c.wilcoxon_p)
+    assert got == pytest.approx(_paired_by_hand(row, base))
+    assert c.n == len(row) and c.half_width == pytest.approx((c.high - c.low) / 2)
+
+
+def test_paired_delta_of_two_two_three_is_significant_while_wilcoxon_cannot_be_at_three_seeds():
+    # Δ = 2, 2, 3: t = 7 with df = 2, p = 0.0198; Wilcoxon's exact p for 3 positive Δs is 2/8
+    c = stats.paired({0: 3.0, 1: 4.0, 2: 6.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert c.p_value == pytest.approx(0.0198, abs=1e-4) and c.significant
+    assert c.wilcoxon_p == pytest.approx(0.25)
+
+
+def test_paired_comparison_uses_only_the_seeds_both_rows_have():
+    c = stats.paired({0: 3.0, 1: 4.0, 2: 6.0, 7: 0.0}, {0: 1.0, 1: 2.0, 2: 3.0, 3: 99.0})
+    assert c.n == 3 and c.delta == pytest.approx(7 / 3)
+
+
+def test_pairing_cancels_what_a_seed_adds_to_every_row():
+    # each seed shifts both rows alike (+-15 points); the row is 2 points worse on every seed
+    seed_effect = [15.0, -12.0, 3.0, -8.0, 10.0]
+    base = {s: 70.0 + e for s, e in enumerate(seed_effect)}
+    row = {s: v - 2.0 + 0.1 * (-1) ** s for s, v in base.items()}
+    assert stats.paired(row, base).high < 0
+    assert not stats.welch(list(row.values()), list(base.values())).significant
+
+
+def test_paired_comparison_needs_two_shared_seeds():
+    c = stats.paired({0: 50.0, 1: 51.0}, {0: 60.0})
+    assert c.delta == -10.0 and c.n == 1
+    assert math.isnan(c.low) and math.isnan(c.p_value) and math.isnan(c.wilcoxon_p)
+
+
+def test_paired_deltas_without_spread_are_exact():
+    same = stats.paired({0: 5.0, 1: 6.0}, {0: 5.0, 1: 6.0})
+    assert (same.delta, same.low, same.high, same.p_value, same.wilcoxon_p) == (0, 0, 0, 1, 1)
+    shifted = stats.paired({0: 7.0, 1: 8.0, 2: 9.0}, {0: 5.0, 1: 6.0, 2: 7.0})
+    assert (shifted.low, shifted.high) == (2.0, 2.0) and shifted.significant
+
+
+def _beta_runs(n, experiments, a=8.0, b=2.0, seed=0):
+    """Top-1 in percent: ``experiments`` rows of ``n`` Beta(a, b) draws, scaled to [0, 100]."""
+    return 100 * np.random.default_rng(seed).beta(a, b, size=(experiments, n)), 100 * a / (a + b)
+
+
+@pytest.mark.parametrize("n", [5, 10, 20])
+def test_betting_interval_covers_the_mean_of_bounded_draws_at_least_95_percent(n):
+    runs, mean = _beta_runs(n, 2000, seed=n)
+    intervals = [stats.betting_ci(x, 0.0, 100.0) for x in runs]
+    coverage = np.mean([i.low <= mean <= i.high for i in intervals])
+    assert coverage >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / len(runs))  # Monte Carlo error
+    assert all(0.0 <= i.low <= i.mean <= i.high <= 100.0 for i in intervals)
+
+
+def test_betting_interval_never_leaves_the_range_where_the_t_interval_does():
+    baseline = [95.0, 97.2, 66.0]  # our proxy's bimodal baseline: t gives [42.8, 129.3]
+    assert stats.mean_ci(baseline).high > 100
+    i = stats.betting_ci(baseline, 0.0, 100.0)
+    assert 0.0 <= i.low < i.mean < i.high <= 100.0
+    for edge in ([100.0] * 6, [0.0] * 6):
+        i = stats.betting_ci(edge, 0.0, 100.0)
+        assert 0.0 <= i.low <= i.mean <= i.high <= 100.0
+        assert i.low <= edge[0] <= i.high
+
+
+def test_betting_interval_narrows_as_seeds_are_added():
+    widths = []
+    for n in (5, 10, 20):
+        runs, _ = _beta_runs(n, 200, seed=100 + n)
+        intervals = [stats.betting_ci(x, 0.0, 100.0) for x in runs]
+        widths.append(np.mean([i.high - i.low for i in intervals]))
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_values_outside_the_range_are_refused():
+    with pytest.raises(ValueError, match=r"values must lie in \[0.0, 100.0\]"):
+        stats.betting_ci([50.0, 101.0], 0.0, 100.0)
+
+
+def _null_deltas(sequences=2000, n=30, sd=10.0, seed=0):
+    """Per-seed Δ with no true difference: symmetric noise, clipped to the [-100, 100] range."""
+    return np.clip(np.random.default_rng(seed).normal(0.0, sd, (sequences, n)), -100.0, 100.0)
+
+
+LOOKS = range(2, 31)  # a look after every seed from the second to the 30th
+
+
+def test_confidence_sequence_without_a_difference_rarely_ever_excludes_zero():
+    deltas = _null_deltas()
+    ever = [
+        any(not (i.low <= 0.0 <= i.high) for i in stats.betting_cs(d, -100.0, 100.0)[1:])
+        for d in deltas
+    ]
+    assert np.mean(ever) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / len(deltas))
+
+
+def test_a_paired_t_test_checked_after_every_seed_finds_a_difference_too_often():
+    # the reason for the confidence sequence: optional stopping on p < 0.05 inflates errors
+    deltas = _null_deltas()
+    ever = np.zeros(len(deltas), dtype=bool)
+    for n in LOOKS:
+        d = deltas[:, :n]
+        t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))
+        ever |= 2 * sps.t.sf(np.abs(t), n - 1) < 0.05
+    assert np.mean(ever) > 0.05 + 3 * math.sqrt(0.05 * 0.95 / len(deltas))
+
+
+def test_confidence_sequence_is_nested_stays_in_range_and_finds_a_large_difference():
+    d = np.clip(np.random.default_rng(1).normal(-40.0, 5.0, 30), -100.0, 100.0)
+    cs = stats.betting_cs(d, -100.0, 100.0)
+    assert [i.n for i in cs] == list(range(1, 31))
+    assert all(-100.0 <= i.low <= i.high <= 100.0 for i in cs)
+    assert all(b.low >= a.low and b.high <= a.high for a, b in zip(cs[:-1], cs[1:], strict=True))
+    assert cs[-1].high < 0 and cs[-1].low <= -40.0
+
+
 # ablation -> best top-1 per seed: k7 clearly below, no_dw_conv within noise, one seed of sigmoid
 RUNS = {
     "baseline": [80.0, 82.0, 81.0],
@@ -156,3 +291,7 @@ def test_rows_carry_their_measured_training_speed(table3):
     assert table3.loc["VAN-B0", "images_per_sec"] == pytest.approx(400.0)
     shown = render.display_frame(table3.reset_index()).set_index("Row")
     assert shown.loc["VAN-B0", "Train img/s ours"] == "400"
+
+
+def test_the_examples_in_the_docstrings_hold():
+    assert doctest.testmod(stats).failed == 0
