@@ -27,11 +27,16 @@ NO_CONCLUSION = "no conclusion (under 2 seeds)"
 NO_STUDY = "runs"  # the group of runs made outside any study
 NOTES = (
     "Top-1 ours: mean ± sample std over seeds (n; runs repeating a seed averaged first), "
-    "completed runs only; 95% CI: Student-t interval of the mean over seeds. "
-    f"Δ base ours: our row's mean minus our baseline's, with the 95% interval of the difference "
-    f"and {stats.TEST} (unequal variances, seeds as independent samples); "
-    f"{SIGNIFICANT} marks p < {stats.ALPHA:g}. A row or baseline with fewer than 2 seeds has no "
-    "interval and no test, and says 'no conclusion'. Agrees with paper: our Δ has the sign of "
+    "completed runs only; 95% CI: the betting interval of Waudby-Smith & Ramdas (2024), valid "
+    "for any accuracy in [0, 100] and never outside it. "
+    "Δ base ours: our row's mean minus our baseline's; its 95% interval and p are the paired "
+    f"t-test over the seeds both have (n pairs; {stats.TEST}, the primary test: a seed fixes the "
+    "shared initial weights, data order and augmentation, so what it adds to every row cancels), "
+    f"{SIGNIFICANT} marks p < {stats.ALPHA:g}; Welch: the unpaired interval of the same runs, "
+    "seeds as independent samples, for comparison. Decided: the paired interval excludes 0 "
+    f"(differs) or lies within ±{stats.EQUIVALENCE:g} points (no change); open otherwise. "
+    "A row or baseline with fewer than 2 shared seeds has no interval and no test, and says "
+    "'no conclusion'. Agrees with paper: our Δ has the sign of "
     f"the paper's, asked only where the paper's |Δ| is at least {stats.PAPER_DELTA_MIN:g} points. "
     "Train img/s: measured training images per second, mean over epochs and runs (depends on "
     "the machine and its threads). "
@@ -85,7 +90,10 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             ],
             "Δ base paper": table["paper_delta_baseline"].map(_signed),
             "Δ base ours [95% CI]": [_ours_cell(r, _delta(r)) for _, r in rows],
-            "p (Welch)": [_ours_cell(r, _p(r)) for _, r in rows],
+            "p (paired)": [_ours_cell(r, _p(r)) for _, r in rows],
+            "n pairs": [_ours_cell(r, _pairs(r)) for _, r in rows],
+            "Decided": [_ours_cell(r, _decided(r)) for _, r in rows],
+            "Welch [95% CI]": [_ours_cell(r, _welch(r)) for _, r in rows],
             "Agrees with paper": [_ours_cell(r, _agrees(r)) for _, r in rows],
             "Δ paper": [_ours_cell(r, _dagger(r)) for _, r in rows],
         }
@@ -234,6 +242,20 @@ def _delta(row: pd.Series) -> str:
 
 def _p(row: pd.Series) -> str:
     return "—" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}"
+
+
+def _pairs(row: pd.Series) -> str:
+    return "—" if row["baseline"] else f"{row['n_pairs']:.0f}"
+
+
+def _decided(row: pd.Series) -> str:
+    return "—" if row["decided"] is None or pd.isna(row["decided"]) else str(row["decided"])
+
+
+def _welch(row: pd.Series) -> str:
+    if row["baseline"] or pd.isna(row["welch_ci_low"]):
+        return "—"
+    return f"[{row['welch_ci_low']:+.2f}, {row['welch_ci_high']:+.2f}]"
 
 
 def _agrees(row: pd.Series) -> str:

@@ -1,11 +1,13 @@
 """Statistics for the regenerated tables: is a row's difference from the baseline real?
 
-Seeds are the unit of evidence: each row's top-1 over seeds gets its mean and a 95 % Student-t
-confidence interval; each row's difference from the baseline row gets Welch's unequal-variance
-t-test (scipy) and the Welch-Satterthwaite interval of the difference. Ablation rows and the
-baseline are trained from the same seeds but are different networks, so the samples are treated
-as independent, not paired. A row with fewer than 2 seeds (or a baseline with fewer) gets no
-interval and no test: it is shown, and draws no conclusion.
+Seeds are the unit of evidence, and a seed fixes what the rows share (the initial values of
+shared parameters, data order, augmentation: :mod:`van_ablate.model.keyed_init`), so rows
+trained from one seed are paired. A row's difference from the baseline is judged over the seeds
+both have, by the paired t-test (:func:`paired`, the primary test) with Wilcoxon's signed-rank
+test beside it; Welch's unequal-variance test, which treats the seeds as independent, stands
+beside them to show what pairing buys. A row is decided (:func:`decision`) when its paired
+interval excludes 0 or lies within ±2 points. A row or baseline with fewer than 2 shared seeds
+gets no interval and no test: it is shown, and draws no conclusion.
 
 Where a seed fixes what the rows share (init of shared parameters, data order, augmentation),
 :func:`paired` compares over the shared seeds instead (paired t, Wilcoxon beside it). Accuracy
@@ -26,10 +28,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-ALPHA = 0.05  # two-sided significance level of the Welch test; the intervals are 1 - ALPHA
+ALPHA = 0.05  # two-sided significance level of the tests; the intervals are 1 - ALPHA
 CONFIDENCE = 1 - ALPHA
 PAPER_DELTA_MIN = 0.5  # points: the paper's smaller differences have no direction to agree with
-TEST = "Welch's t-test"
+TEST = "paired t-test"  # the primary test of a row against the baseline (see `paired`)
+EQUIVALENCE = 2.0  # points: a row whose Δ interval lies within ± this is decided as "no change"
+DIFFERS = "differs"
+EQUIVALENT = f"within ±{EQUIVALENCE:g}"
+OPEN = "open"
 # The betting intervals' candidate means: the range in 2000 steps (0.05 points of accuracy).
 BETTING_GRID = 2000
 # A bet stakes at most this share of the capital (c in the paper's lambda <= c / m).
@@ -156,6 +162,25 @@ def paired(
     return PairedComparison(
         delta, float(low), float(high), float(result.pvalue), wilcoxon_p, len(d)
     )
+
+
+def decision(c: Comparison) -> str | None:
+    """Whether an interval of Δ settles a row: :data:`DIFFERS` (it excludes 0),
+    :data:`EQUIVALENT` (it lies within ±:data:`EQUIVALENCE` points), :data:`OPEN` (neither), or
+    None where there is no interval.
+
+    >>> decision(Comparison(-5.0, -8.0, -2.0, 0.01)), decision(Comparison(0.3, -1.5, 1.9, 0.6))
+    ('differs', 'within ±2')
+    >>> decision(Comparison(1.0, -3.0, 5.0, 0.5))
+    'open'
+    """
+    if math.isnan(c.low):
+        return None
+    if c.low > 0 or c.high < 0:
+        return DIFFERS
+    if -EQUIVALENCE <= c.low and c.high <= EQUIVALENCE:
+        return EQUIVALENT
+    return OPEN
 
 
 def betting_ci(

@@ -34,14 +34,20 @@ GROUP = ["study", "model", "arch", "data", "img_size", "recipe"]
 #: A study's group is in a table when it fills this many of the table's rows.
 STUDY_ROWS_MIN = 2
 
-#: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent.
+TOP1_RANGE = (0.0, 100.0)  # top-1 in percent: the bounds of its betting interval
+
+#: Columns of :func:`build_table`; params in M, MACs/FLOPs in G, top-1 in percent. ``delta_*``,
+#: ``p_value`` and ``significant`` are the paired comparison over shared seeds (the primary
+#: test); ``welch_*`` the unpaired one beside it; ``decided`` says whether the paired interval
+#: settles the row (:func:`analysis.stats.decision`).
 TABLE_COLUMNS = (
     "table", "row", "ablation", "study", "model", "arch", "data", "img_size", "recipe",
     "paper_model", "paper_params_m", "paper_flops_g", "paper_top1", "paper_params_printed",
     "paper_flops_printed", "params_m", "params_counted_m", "macs_g", "macs_counted_g",
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
-    "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "delta_ci_low",
-    "delta_ci_high", "p_value", "significant", "paper_delta_baseline", "agrees_paper",
+    "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "n_pairs",
+    "delta_ci_low", "delta_ci_high", "p_value", "wilcoxon_p", "significant", "decided",
+    "welch_ci_low", "welch_ci_high", "welch_p", "paper_delta_baseline", "agrees_paper",
     "delta_paper", "same_scale", "missing",
 )  # fmt: skip
 
@@ -149,7 +155,9 @@ def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
     # one value per seed: runs repeating a seed (the same grid point in two studies) are
     # averaged first, so they do not count as extra evidence
     top1 = done.groupby("seed")[metric].mean().astype(float)
-    ci = stats.mean_ci(top1.to_numpy())
+    ci = stats.betting_ci(top1.to_numpy(), *TOP1_RANGE)
+    if len(top1) < 2:  # one seed bounds nothing: shown, without an interval (no conclusion)
+        ci = stats.Interval(ci.mean, math.nan, math.nan, len(top1))
     first = done.iloc[0] if len(done) else None
     return pd.Series(
         {
@@ -163,7 +171,7 @@ def _stats(runs: pd.DataFrame, metric: str) -> pd.Series:
             "top1_std": top1.std() if len(top1) > 1 else math.nan,
             "top1_ci_low": ci.low,
             "top1_ci_high": ci.high,
-            "top1_seeds": tuple(top1),
+            "top1_seeds": top1.to_dict(),
             "n_runs": len(done),
             "n_seeds": len(top1),
             "n_not_completed": len(runs) - len(done),
@@ -185,25 +193,37 @@ def _deltas(table: pd.DataFrame, rows: Sequence[PaperRow]) -> pd.DataFrame:
     table = table.merge(base, on=keys, how="left")
     table["paper_delta_baseline"] = table["paper_top1"] - table["paper_base"]
     tests = [_compare(r) for _, r in table.iterrows()]
-    table["delta_baseline"] = [t.delta for t in tests]
-    table["delta_ci_low"] = [t.low for t in tests]
-    table["delta_ci_high"] = [t.high for t in tests]
-    table["p_value"] = [t.p_value for t in tests]
-    # a bool where a test was made, else None (n < 2 on either side: no conclusion)
-    table["significant"] = [None if math.isnan(t.p_value) else t.significant for t in tests]
+    table["delta_baseline"] = [w.delta for _, w in tests]
+    table["n_pairs"] = [p.n for p, _ in tests]
+    table["delta_ci_low"] = [p.low for p, _ in tests]
+    table["delta_ci_high"] = [p.high for p, _ in tests]
+    table["p_value"] = [p.p_value for p, _ in tests]
+    table["wilcoxon_p"] = [p.wilcoxon_p for p, _ in tests]
+    # a bool where a test was made, else None (under 2 shared seeds: no conclusion)
+    table["significant"] = [None if math.isnan(p.p_value) else p.significant for p, _ in tests]
+    table["decided"] = [stats.decision(p) for p, _ in tests]
+    table["welch_ci_low"] = [w.low for _, w in tests]
+    table["welch_ci_high"] = [w.high for _, w in tests]
+    table["welch_p"] = [w.p_value for _, w in tests]
     pairs = zip(table["delta_baseline"], table["paper_delta_baseline"], strict=True)
     table["agrees_paper"] = [stats.agrees(d, p) for d, p in pairs]
     table["delta_paper"] = table["top1_mean"] - table["paper_top1"]
     return table
 
 
-def _compare(row: pd.Series) -> stats.Comparison:
+def _compare(row: pd.Series) -> tuple[stats.PairedComparison, stats.Comparison]:
+    """The paired comparison over shared seeds and Welch's unpaired one, row minus baseline."""
     ours, base = row["top1_seeds"], row["base_seeds"]
-    if row["baseline"] and isinstance(ours, tuple) and ours:  # no test of a row against itself
-        return stats.Comparison(0.0, math.nan, math.nan, math.nan)
-    if not isinstance(ours, tuple) or not isinstance(base, tuple) or not ours or not base:
-        return stats.Comparison(math.nan, math.nan, math.nan, math.nan)
-    return stats.welch(ours, base)
+    none = math.nan
+    if row["baseline"] and isinstance(ours, dict) and ours:  # no test of a row against itself
+        return stats.PairedComparison(0.0, none, none, none, none, 0), stats.Comparison(
+            0.0, none, none, none
+        )
+    if not isinstance(ours, dict) or not isinstance(base, dict) or not ours or not base:
+        return stats.PairedComparison(none, none, none, none, none, 0), stats.Comparison(
+            none, none, none, none
+        )
+    return stats.paired(ours, base), stats.welch(list(ours.values()), list(base.values()))
 
 
 def summary(table: pd.DataFrame) -> list[str]:
@@ -211,7 +231,7 @@ def summary(table: pd.DataFrame) -> list[str]:
     direction, and how many draw no conclusion.
 
     >>> summary(build_table("table3", load_runs(["runs"]).runs))  # doctest: +SKIP
-    ['van_proxy builtin@64: 3 of 7 rows differ from the baseline (Welch, p < 0.05); ...']
+    ['van_proxy builtin@64: 5 of 7 rows decided (paired t-test over shared seeds, 95 %): ...']
     """
     lines = []
     for _, group in table.groupby(GROUP, dropna=False, sort=False):
@@ -219,16 +239,22 @@ def summary(table: pd.DataFrame) -> list[str]:
             continue
         rows = group[~group["missing"] & ~group["baseline"]]
         tested = rows[rows["significant"].notna()]
-        differ = tested[tested["significant"].astype(bool)]
+        differ = tested[tested["decided"] == stats.DIFFERS]
+        same = tested[tested["decided"] == stats.EQUIVALENT]
         agree = differ["agrees_paper"].eq(True).sum()
         directed = differ["agrees_paper"].notna().sum()
         line = (
-            f"{_group_name(group.iloc[0])}: {len(differ)} of {len(tested)} rows differ from the "
-            f"baseline ({stats.TEST}, p < {stats.ALPHA:g}); {agree} of them in the paper's "
-            f"direction ({directed} with a paper Δ of at least {stats.PAPER_DELTA_MIN:g} points)"
+            f"{_group_name(group.iloc[0])}: {len(differ) + len(same)} of {len(tested)} rows "
+            f"decided ({stats.TEST} over shared seeds, 95 %): {len(differ)} differ from the "
+            f"baseline, {len(same)} lie within ±{stats.EQUIVALENCE:g} points of it; {agree} of "
+            f"those that differ in the paper's direction ({directed} with a paper Δ of at least "
+            f"{stats.PAPER_DELTA_MIN:g} points)"
         )
         if len(rows) > len(tested):
-            line += f"; {len(rows) - len(tested)} rows with fewer than 2 seeds draw no conclusion"
+            line += (
+                f"; {len(rows) - len(tested)} rows with fewer than 2 shared seeds draw no "
+                "conclusion"
+            )
         lines.append(line)
     return lines
 

@@ -246,14 +246,24 @@ def table3(tmp_path_factory):
     return build_table("table3", load_runs([root]).runs).set_index("row")
 
 
-def test_table_rows_carry_the_interval_and_welch_test_against_the_baseline(table3):
+def test_table_rows_carry_the_bounded_interval_the_paired_test_and_welch_beside(table3):
     no_dw = table3.loc["w/o DW-Conv"]
-    lo, hi = _t_interval(RUNS["no_dw_conv"])
-    assert (no_dw["top1_ci_low"], no_dw["top1_ci_high"]) == pytest.approx((lo, hi))
-    d, dlo, dhi, p = _welch_by_hand(RUNS["no_dw_conv"], RUNS["baseline"])
+    bounded = stats.betting_ci(RUNS["no_dw_conv"], 0.0, 100.0)
+    assert (no_dw["top1_ci_low"], no_dw["top1_ci_high"]) == pytest.approx((bounded.low, 100.0))
+    assert 0.0 <= no_dw["top1_ci_low"] < min(RUNS["no_dw_conv"])
+    # the paired test against scipy's, over the three seeds both rows have
+    deltas = np.subtract(RUNS["no_dw_conv"], RUNS["baseline"])
+    ref = sps.ttest_rel(RUNS["no_dw_conv"], RUNS["baseline"])
+    half = sps.t.ppf(0.975, 2) * deltas.std(ddof=1) / math.sqrt(3)
     got = no_dw[["delta_baseline", "delta_ci_low", "delta_ci_high", "p_value"]].to_list()
-    assert got == pytest.approx([d, dlo, dhi, p])
-    assert no_dw["significant"] is False
+    assert got == pytest.approx(
+        [deltas.mean(), deltas.mean() - half, deltas.mean() + half, ref.pvalue]
+    )
+    assert no_dw["n_pairs"] == 3 and no_dw["significant"] is False and no_dw["decided"] == "open"
+    _, wlo, whi, wp = _welch_by_hand(RUNS["no_dw_conv"], RUNS["baseline"])
+    assert no_dw[["welch_ci_low", "welch_ci_high", "welch_p"]].to_list() == pytest.approx(
+        [wlo, whi, wp]
+    )
 
 
 def test_significant_rows_are_marked_and_checked_against_the_papers_direction(table3):
@@ -280,9 +290,10 @@ def test_a_row_with_one_seed_is_shown_and_draws_no_conclusion(table3):
 def test_summary_counts_rows_that_differ_and_those_in_the_papers_direction(table3):
     # tested: k7 (not a Table 3 row), no_dw_conv, dense_conv; sigmoid has one seed
     (line,) = summary(table3.reset_index())
-    assert "1 of 2 rows differ from the baseline (Welch's t-test, p < 0.05)" in line
-    assert "1 of them in the paper's direction" in line
-    assert "1 rows with fewer than 2 seeds draw no conclusion" in line
+    assert "1 of 2 rows decided (paired t-test over shared seeds, 95 %)" in line
+    assert "1 differ from the baseline, 0 lie within ±2 points of it" in line
+    assert "1 of those that differ in the paper's direction" in line
+    assert "1 rows with fewer than 2 shared seeds draw no conclusion" in line
     assert line in render.to_markdown(table3.reset_index(), "table3")
 
 
