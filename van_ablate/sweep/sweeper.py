@@ -36,6 +36,7 @@ from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
 from van_ablate import checks
 from van_ablate.errors import ConfigError
 from van_ablate.io import atomic_write_text
+from van_ablate.results import HIGHER_IS_BETTER, OBJECTIVE_FIELDS
 from van_ablate.sweep import coordinator as co
 from van_ablate.sweep import summary as summ
 from van_ablate.sweep.factories import (
@@ -101,13 +102,16 @@ class VanOptunaSweeperImpl(Sweeper):
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         assert self.config is not None
-        p = plan(self.settings, self.config, arguments, self.sweep_dir)
-        self._preflight(p)
+        self.p = p = plan(self.settings, self.config, arguments, self.sweep_dir)
+        self._preflight()
         # As Hydra's basic sweeper does: the sweep's config beside its trials (reports read the
         # sampler's startup count there); the same text from every worker, written atomically.
         atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
-        study = open_study(p, storage)
+        self.storage = storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
+        self.study = study = open_study(p, storage)
+        self.twin = p.pruning_study and optuna.load_study(
+            study_name=p.pruning_study, storage=storage
+        )
         with study_lock(storage, p.study_name, p.settings.stale_after_s):
             joined = co.join(storage, storage.get_study_id_from_name(p.study_name))
         seed = worker_seed(p.settings.sampler.get("seed"), joined)
@@ -119,7 +123,7 @@ class VanOptunaSweeperImpl(Sweeper):
             f"pruner {type(p.pruner).__name__}, directions {p.directions} for {p.objectives}"
         )
         try:
-            self._loop(p, study, storage)
+            self._loop()
         finally:
             result = summ.summarize(study, p.objectives, p.n_trials, p.storage_url)
             summ.write(result, self.sweep_dir)
@@ -129,68 +133,57 @@ class VanOptunaSweeperImpl(Sweeper):
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _loop(self, p: Plan, study: optuna.Study, storage: Any) -> None:
-        twin = p.pruning_study and optuna.load_study(study_name=p.pruning_study, storage=storage)
-        stale_after_s = p.settings.stale_after_s
+    def _loop(self) -> None:
+        p, study, storage = self.p, self.study, self.storage
         while True:
-            batch: list[tuple[optuna.Trial, int, list[str]]] = []
-            with study_lock(storage, p.study_name, stale_after_s):
-                for t in co.fail_stale(study, storage, stale_after_s):
+            batch: dict[int, tuple[optuna.Trial, list[str]]] = {}  # trial id -> trial, overrides
+            with study_lock(storage, p.study_name, p.settings.stale_after_s):
+                for t in co.fail_stale(study, storage, p.settings.stale_after_s):
                     log.warning(f"Trial {t.number} was left running by a stopped sweep: failed")
-                    _tell_twin(twin, t.system_attrs.get(co.PRUNING_TRIAL), TrialState.FAIL)
+                    self._tell_twin(t, TrialState.FAIL)
                 while len(batch) < p.settings.n_jobs:
                     trial = co.take_trial(study, storage, p.n_trials)
                     if trial is None:
                         break
                     trial_id = co.trial_id_of(storage, study, trial.number)
-                    batch.append((trial, trial_id, self._configure(p, storage, trial, twin)))
+                    batch[trial_id] = (trial, self._configure(trial, trial_id))
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not batch:
                 if not running:
                     return
                 time.sleep(POLL_S)  # peers still run trials; one may die and need replacing
                 continue
-            with heartbeat(storage, [trial_id for _, trial_id, _ in batch], stale_after_s / 4):
-                returns = launch(self.launcher, self.config, [o for *_, o in batch], self.job_idx)
+            overrides = [o for _, o in batch.values()]
+            with heartbeat(storage, list(batch), p.settings.stale_after_s / 4):
+                returns = launch(self.launcher, self.config, overrides, self.job_idx)
             self.job_idx += len(returns)
-            for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
-                self._tell(p, study, storage, twin, trial, trial_id, ret)
-            _check_failures(p, [storage.get_trial(trial_id) for _, trial_id, _ in batch])
+            for (trial_id, (trial, _)), ret in zip(batch.items(), returns, strict=True):
+                self._tell(trial, storage.get_trial(trial_id), ret)
+            _check_failures(p, [storage.get_trial(trial_id) for trial_id in batch])
 
-    def _configure(
-        self, p: Plan, storage: Any, trial: optuna.Trial, twin: optuna.Study | None
-    ) -> list[str]:
+    def _configure(self, trial: optuna.Trial, trial_id: int) -> list[str]:
         """Suggest the trial's parameters and build its job's overrides."""
+        p = self.p
         try:
             overrides = job_overrides(trial, p.space, p.custom, self.config)
         except Exception as e:
             trial.set_user_attr(co.REASON, one_line(e))
-            trial.study.tell(trial, state=TrialState.FAIL)
+            self.study.tell(trial, state=TrialState.FAIL)
             raise
         if p.space.fixed:
             trial.set_user_attr("fixed", p.space.fixed)
-        trial_id = co.trial_id_of(storage, trial.study, trial.number)
-        if twin is not None:
-            storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, twin.ask().number)
+        if self.twin:
+            self.storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, self.twin.ask().number)
         return [
             *overrides,
             f"++trial.storage={quote(p.storage_url)}",
             f"++trial.study_name={quote(p.study_name)}",
             f"++trial.number={trial.number}",
-            f"hydra.sweep.subdir=trial_{co.root_number(storage.get_trial(trial_id))}",
+            f"hydra.sweep.subdir=trial_{co.root_number(self.storage.get_trial(trial_id))}",
         ]
 
-    def _tell(
-        self,
-        p: Plan,
-        study: optuna.Study,
-        storage: Any,
-        twin: optuna.Study | None,
-        trial: optuna.Trial,
-        trial_id: int,
-        ret: JobReturn,
-    ) -> None:
-        frozen = storage.get_trial(trial_id)
+    def _tell(self, trial: optuna.Trial, frozen: FrozenTrial, ret: JobReturn) -> None:
+        p = self.p
         run_dir = self.sweep_dir / f"trial_{co.root_number(frozen)}"
         if ret.hydra_cfg is not None:
             run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
@@ -214,23 +207,27 @@ class VanOptunaSweeperImpl(Sweeper):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         values = outcome.values if state == TrialState.COMPLETE else None
-        if outcome.retry and co.fail(study, storage, frozen, reason):
+        if not outcome.retry:
+            _tell(self.study, trial, values, state)
+        elif co.fail(self.study, self.storage, frozen, reason):
             reason += "; retried"
-        elif not outcome.retry:
-            _tell(study, trial, values, state)
-        first = [values[0]] if values else None
-        _tell_twin(twin, frozen.system_attrs.get(co.PRUNING_TRIAL), state, first)
+        self._tell_twin(frozen, state, [values[0]] if values else None)
         epochs = attrs.get("epochs_done", len(frozen.intermediate_values))
         detail = values if values else (reason or f"after {epochs} epochs")
         log.info(f"Trial {trial.number} {state.name}: {detail}  params {trial.params}")
 
+    def _tell_twin(self, trial: FrozenTrial, state: TrialState, values: Any = None) -> None:
+        number = trial.system_attrs.get(co.PRUNING_TRIAL)
+        if self.twin and number is not None:
+            _tell(self.twin, int(number), values if state == TrialState.COMPLETE else None, state)
+
     # -- checks before any job --------------------------------------------------------------
 
-    def _preflight(self, p: Plan) -> None:
+    def _preflight(self) -> None:
         """Compose one job's config from a throwaway trial: bad keys fail before any job."""
         with quiet_optuna():
-            trial = optuna.create_study(directions=p.directions).ask()
-        overrides = job_overrides(trial, p.space, p.custom, self.config)
+            trial = optuna.create_study(directions=self.p.directions).ask()
+        overrides = job_overrides(trial, self.p.space, self.p.custom, self.config)
         overrides += ["++trial.storage=null", "++trial.study_name=null", "++trial.number=0"]
         try:
             self.validate_batch_is_legal([overrides])
@@ -254,14 +251,7 @@ def plan(
     if s.search_space:
         allowed = "the pre-1.2 form of the official plugin; write the space as hydra.sweeper.params"
         raise ConfigError("hydra.sweeper.search_space", s.search_space, allowed)
-    direction = _default_direction(config) if s.direction is None else s.direction
-    directions = list(direction) if isinstance(direction, (list, tuple)) else [direction]
-    for d in directions:
-        checks.one_of("hydra.sweeper.direction", d, DIRECTIONS)
-    objectives = _objectives(config, len(directions))
-    if len(objectives) != len(directions):
-        allowed = f"needs one direction per objective {objectives} ({len(objectives)})"
-        raise ConfigError("hydra.sweeper.direction", directions, allowed)
+    directions, objectives = _objectives(config, s.direction)
     checks.at_least("hydra.sweeper.n_trials", s.n_trials, 1)
     checks.at_least("hydra.sweeper.n_jobs", s.n_jobs, 1)
     checks.in_range("hydra.sweeper.max_failure_rate", s.max_failure_rate, 0, 1)
@@ -280,13 +270,15 @@ def plan(
     sampler_args = {"search_space": space.grid()} if issubclass(cls, GridSampler) else {}
     n_trials = s.n_trials
     if issubclass(cls, EXHAUSTIVE) and space.distributions:
-        grid = sampler_args.get("search_space")
-        n_trials = min(n_trials, math.prod(map(len, grid.values())) if grid else space.n_points())
+        points = space.grid(stop_included=not issubclass(cls, GridSampler))
+        n_trials = min(n_trials, math.prod(map(len, points.values())))
     storage_url = s.storage or str(sweep_dir / JOURNAL_NAME)
     if "://" not in storage_url:
         storage_url = str(Path(storage_url).absolute())
     constraints = [Constraint.parse(c) for c in s.constraints or []]
-    _check_fields(config, [c.field for c in constraints], "hydra.sweeper.constraints")
+    if OmegaConf.select(config, "objective") is not None:  # our app: results.json's fields
+        for c in constraints:
+            checks.one_of("hydra.sweeper.constraints", c.field, OBJECTIVE_FIELDS)
     return Plan(
         settings=s,
         study_name=str(s.study_name),
@@ -361,13 +353,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, values: Any, state: Tr
             raise
 
 
-def _tell_twin(
-    twin: optuna.Study | None, number: int | None, state: TrialState, values: Any = None
-) -> None:
-    if twin is not None and number is not None:
-        _tell(twin, int(number), values if state == TrialState.COMPLETE else None, state)
-
-
 def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
     """Stop when more than ``max_failure_rate`` of one batch failed (the official rule)."""
     failed = [t for t in batch if t.state == TrialState.FAIL]
@@ -382,46 +367,33 @@ def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
         )
 
 
-def _default_direction(config: DictConfig) -> str | list[str]:
-    """``minimize``, the official default, unless the app's objective is better higher."""
-    names = _names(config)
-    if names is None:
-        return "minimize"
-    from van_ablate.results import HIGHER_IS_BETTER
-
-    higher = [n for n in names if n in HIGHER_IS_BETTER]
-    if higher:
+def _objectives(config: DictConfig, direction: Any) -> tuple[list[str], list[str]]:
+    """The directions, and the objectives they go with: the app's ``objective`` list (fields of
+    results.json), or anonymous values. Unset, the direction is ``minimize`` (the official
+    default), except for an objective that is better higher."""
+    names = OmegaConf.select(config, "objective")
+    names = (
+        None if names is None else [str(n) for n in ([names] if isinstance(names, str) else names)]
+    )
+    for name in names or []:
+        checks.one_of("objective", name, OBJECTIVE_FIELDS)
+    higher = [n for n in names or [] if n in HIGHER_IS_BETTER]
+    if direction is None and higher:
         allowed = (
             f"must be set: the objective {higher[0]} is better higher and the official default, "
             f"minimize, would minimise it; give one of minimize, maximize per objective {names}"
         )
         raise ConfigError("hydra.sweeper.direction", None, allowed)
-    return "minimize" if len(names) == 1 else ["minimize"] * len(names)
-
-
-def _objectives(config: DictConfig, n_directions: int) -> list[str]:
-    """The app's ``objective`` list (checked against results.json), or anonymous values."""
-    names = _names(config)
+    direction = ["minimize"] * len(names or [0]) if direction is None else direction
+    directions = list(direction) if isinstance(direction, (list, tuple)) else [direction]
+    for d in directions:
+        checks.one_of("hydra.sweeper.direction", d, DIRECTIONS)
     if names is None:
-        return [f"value_{i}" for i in range(n_directions)] if n_directions > 1 else ["value"]
-    _check_fields(config, names, "objective")
-    return names
-
-
-def _names(config: DictConfig) -> list[str] | None:
-    names = OmegaConf.select(config, "objective")
-    if names is None:
-        return None
-    return [str(n) for n in ([names] if isinstance(names, str) else names)]
-
-
-def _check_fields(config: DictConfig, names: list[str], key: str) -> None:
-    if _names(config) is None:
-        return  # not our training app: its results have no known schema
-    from van_ablate.results import OBJECTIVE_FIELDS
-
-    for name in names:
-        checks.one_of(key, name, OBJECTIVE_FIELDS)
+        names = [f"value_{i}" for i in range(len(directions))] if len(directions) > 1 else ["value"]
+    if len(names) != len(directions):
+        allowed = f"needs one direction per objective {names} ({len(names)})"
+        raise ConfigError("hydra.sweeper.direction", directions, allowed)
+    return directions, names
 
 
 def _changed(old_json: str, new_json: str) -> str:
