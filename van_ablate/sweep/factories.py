@@ -106,7 +106,7 @@ def _build(spec: Mapping[str, Any], key: str, table: Mapping, given: dict[str, A
     kwargs = {k: v for k, v in spec.items() if not k.startswith("_")} | given
     checks.check_arguments(key, kwargs, cls)
     try:
-        return instantiate({"_target_": spec["_target_"]}, **kwargs)
+        return instantiate({"_target_": spec["_target_"], "_convert_": "all"}, **kwargs)
     except InstantiationException as e:  # the class refused a value, or needs a package
         cause = e.__cause__ or e
         raise ConfigError(key, kwargs, f"{cls.__name__}: {checks.first_line(cause)}") from e
