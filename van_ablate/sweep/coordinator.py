@@ -123,7 +123,8 @@ def fail(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial, why: str
 def take_trial(study: optuna.Study, storage: BaseStorage, n_trials: int) -> optuna.Trial | None:
     """The next trial for this process: a waiting one first, else a new one while under budget.
 
-    Call it while holding the study lock, after :func:`fail_stale`.
+    Call it while holding the study lock, after :func:`fail_stale`. (Optuna's own cap,
+    ``MaxTrialsCallback``, counts without a lock: processes started together overshoot it.)
     """
     trials = study.get_trials(deepcopy=False)
     waiting = any(t.state == TrialState.WAITING for t in trials)

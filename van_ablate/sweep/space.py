@@ -179,7 +179,8 @@ def job_overrides(
 
 
 def format_value(value: Any) -> str:
-    """A Python value as Hydra override text (lists stay lists, odd strings get quoted)."""
+    """A Python value as Hydra override text (lists stay lists, odd strings get quoted); Hydra
+    parses override text but has no public writer of it."""
     if value is None:
         return "null"
     if isinstance(value, bool):

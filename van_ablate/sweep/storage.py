@@ -40,7 +40,8 @@ from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 
 JOURNAL_NAME = "optuna_journal.log"
-HEARTBEAT = "van_ablate.heartbeat"  # trial system attr on a journal: its sweep process's time
+# Optuna's heartbeat is SQL-only: on a journal the sweeper keeps its own, a trial system attr.
+HEARTBEAT = "van_ablate.heartbeat"
 HOST = socket.gethostname()
 
 
