@@ -36,11 +36,12 @@ from van_ablate.analysis.studies import load_study, results_paths, trials_frame
 from van_ablate.analysis.tables import METRICS, build_table, runs_in_no_table
 from van_ablate.errors import EXIT_CONFIG, ConfigError
 from van_ablate.io import atomic_write_text
+from van_ablate.sweep.factories import startup_trials as sampler_startup_trials
 
 log = logging.getLogger("analysis")
 FORMATS = ("md", "tex", "csv", "html")
-# Optuna's TPESampler and GPSampler default: fewer trials are random draws, with no trend yet.
-STARTUP_TRIALS = 10
+# The default sampler's (TPE's) startup count, read from Optuna: fewer trials are random draws.
+STARTUP_TRIALS = sampler_startup_trials()
 FIGURES = ("kernel_size", "pareto", "speed", "curves", "history", "importances")
 #: Columns of ``other_runs.csv``: the runs in no table of the report.
 OTHER_COLUMNS = [
@@ -175,8 +176,9 @@ def _too_few(data: Collection, study: optuna.Study | None, startup: int) -> str 
 
 
 def startup_trials(storage: str | None) -> int:
-    """The sampler's startup count: its ``n_startup_trials`` or ``population_size`` in the
-    sweep's ``multirun.yaml`` beside a journal storage, else :data:`STARTUP_TRIALS`.
+    """The sampler's startup count: its ``n_startup_trials`` or ``population_size`` (as set in
+    the sweep's ``multirun.yaml`` beside a journal storage, or Optuna's default for its class),
+    else :data:`STARTUP_TRIALS`.
 
     >>> startup_trials(None)
     10
@@ -188,10 +190,7 @@ def startup_trials(storage: str | None) -> int:
         sampler = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["sampler"] or {}
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return STARTUP_TRIALS
-    for key in ("n_startup_trials", "population_size"):
-        if isinstance(sampler.get(key), int):
-            return sampler[key]
-    return STARTUP_TRIALS
+    return sampler_startup_trials(sampler if isinstance(sampler, dict) else None)
 
 
 def pareto_points(data: Collection, metric: str = "best_top1") -> pd.DataFrame:

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hydra_plugins.van_ablate_sweeper.config import SAMPLERS, VanOptunaSweeperConf
 from van_ablate.errors import ConfigError
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
 from van_ablate.sweep.sweeper import plan
@@ -220,11 +221,11 @@ def test_official_sampler_arguments_are_set_without_a_plus(sphere):
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
     settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "defaults"}
     settings["study_name"] = "sphere"
-    p = plan(settings, cfg, [], sphere)
+    p = plan(VanOptunaSweeperConf(**settings), cfg, [], sphere)
     assert p.sampler._n_ei_candidates == 30
     with pytest.raises(ConfigError, match=r"^hydra.sweeper.sampler.n_ei_candidate=30: not an"):
         settings["sampler"] = {**settings["sampler"], "n_ei_candidate": 30}
-        plan(settings, cfg, [], sphere)
+        plan(VanOptunaSweeperConf(**settings), cfg, [], sphere)
 
 
 def test_max_failure_rate_is_counted_per_batch(sphere):
@@ -269,9 +270,9 @@ def test_the_official_custom_search_space_example_adds_its_parameters(tmp_path):
 
 
 def test_range_becomes_the_official_distributions(tmp_path):
-    base = dict(
-        sampler={"name": "random", "seed": 0},
-        pruner={"name": "none"},
+    base = VanOptunaSweeperConf(
+        sampler={**SAMPLERS["random"], "seed": 0},
+        pruner={},
         direction="minimize",
         study_name="s",
         n_trials=4,
@@ -285,7 +286,8 @@ def test_range_becomes_the_official_distributions(tmp_path):
         "d": "range(-5.5, 5.5, step=0.5)",
         "e": "shuffle(range(1, 3))",
     }
-    d = plan({**base, "params": params}, OmegaConf.create({}), [], tmp_path).space.distributions
+    base.params = params
+    d = plan(base, OmegaConf.create({}), [], tmp_path).space.distributions
     assert d["a"] == IntDistribution(1, 3)
     assert d["b"] == IntDistribution(1, 7, step=2)
     assert d["c"] == FloatDistribution(0.5, 5.5, step=1.0)
@@ -294,9 +296,9 @@ def test_range_becomes_the_official_distributions(tmp_path):
 
 
 def test_our_training_app_refuses_a_missing_direction_for_accuracy(tmp_path):
-    settings = dict(
-        sampler={"name": "tpe"},
-        pruner={"name": "none"},
+    settings = VanOptunaSweeperConf(
+        sampler=SAMPLERS["tpe"],
+        pruner={},
         direction=None,
         study_name="s",
         n_trials=2,
@@ -319,9 +321,9 @@ def test_the_ready_nas_space_searches_the_same_depths_as_before(tmp_path):
     space = yaml.safe_load(
         (Path(__file__).parent.parent / "experiments/nas_space/proxy.yaml").read_text()
     )
-    settings = dict(
-        sampler={"name": "random"},
-        pruner={"name": "none"},
+    settings = VanOptunaSweeperConf(
+        sampler=SAMPLERS["random"],
+        pruner={},
         direction="minimize",
         study_name="s",
         n_trials=2,

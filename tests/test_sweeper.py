@@ -24,6 +24,7 @@ from conftest import offline_wandb_record
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from van_ablate.sweep.coordinator import counted
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
 
 APP = """
@@ -256,8 +257,8 @@ def test_a_sweep_killed_mid_trial_and_run_again_ends_with_n_trials(app):
     stale, retry = trials[1], trials[2]  # the retry is taken before any new trial
     assert stale.state == TrialState.FAIL and "stale" in stale.user_attrs["reason"]
     assert retry.params == stale.params and retry.system_attrs["failed_trial"] == 1
-    counted = [t for t in trials if not t.system_attrs.get("van_ablate.superseded")]
-    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    kept = counted(trials)  # all but the stale trial, which its retry replaced
+    assert len(kept) == 3 and all(t.state == TrialState.COMPLETE for t in kept)
     assert summary(app)["counts"] == dict(
         complete=3, pruned=0, fail=0, running=0, waiting=0, retried=1
     )

@@ -20,6 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
 from van_ablate.analysis.report import startup_trials
 from van_ablate.config import CONF_PACKAGE
 from van_ablate.sweep.storage import JOURNAL_NAME, open_storage
@@ -148,7 +149,7 @@ def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     assert launcher == ("SlurmLauncher" if scale == "paper" else "BasicLauncher")
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = {k: v for k, v in settings.items() if not k.startswith("_")}
-    p = plan(settings, cfg, [], tmp_path)
+    p = plan(VanOptunaSweeperConf(**settings), cfg, [], tmp_path)
     assert p.study_name == f"{study}_{cfg.model.name}"
     assert cfg.model.name == ("van_proxy" if scale == "proxy" else "van_b0")
     expected = {

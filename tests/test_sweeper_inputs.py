@@ -10,13 +10,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.van_ablate_sweeper import config as sweeper_config
+from hydra_plugins.van_ablate_sweeper.config import PRUNERS, SAMPLERS, VanOptunaSweeperConf
 from van_ablate.errors import ConfigError
 from van_ablate.sweep.coordinator import SWEEP
-from van_ablate.sweep.factories import PRUNERS, SAMPLERS, make_pruner
 from van_ablate.sweep.space import parse_space
 from van_ablate.sweep.storage import open_storage
 from van_ablate.sweep.sweeper import open_study, plan
@@ -24,10 +25,10 @@ from van_ablate.sweep.sweeper import open_study, plan
 APP_CONFIG = OmegaConf.create({"objective": ["best.val_top1"]})
 
 
-def settings(**changes) -> dict:
+def settings(**changes) -> VanOptunaSweeperConf:
     base = {
-        "sampler": {"name": "tpe", "seed": None},
-        "pruner": {"name": "none"},
+        "sampler": {**SAMPLERS["tpe"], "seed": None},
+        "pruner": PRUNERS["none"],
         "direction": "maximize",
         "study_name": "s",
         "storage": None,
@@ -40,7 +41,7 @@ def settings(**changes) -> dict:
         "constraints": [],
         "stale_after_s": 120.0,
     }
-    return {**base, **changes}
+    return VanOptunaSweeperConf(**{**base, **changes})
 
 
 def make_plan(tmp_path: Path, config=APP_CONFIG, arguments=(), **changes):
@@ -78,26 +79,27 @@ def test_command_line_sweeps_replace_params_of_the_same_key():
     assert space.fixed == {}
 
 
-def test_every_sampler_and_pruner_group_option_passes_its_keys_to_optuna(tmp_path):
-    assert set(sweeper_config.SAMPLERS) == set(SAMPLERS)
-    assert set(sweeper_config.PRUNERS) == set(PRUNERS)
-    for name, args in sweeper_config.SAMPLERS.items():
+def test_every_sampler_and_pruner_group_option_builds_its_optuna_class(tmp_path):
+    store = ConfigStore.instance()
+    for name in SAMPLERS:
+        node = store.load(f"hydra/sweeper/sampler/{name}.yaml").node
         directions = ["maximize"] if name == "cmaes" else ["maximize", "minimize"]
         config = OmegaConf.create(
             {"objective": ["best.val_top1", "complexity.macs"][: len(directions)]}
         )
-        p = make_plan(
-            tmp_path, config, sampler={"name": name, "seed": 0, **args}, direction=directions
-        )
-        assert type(p.sampler) is SAMPLERS[name]
-    for name, args in sweeper_config.PRUNERS.items():
+        sampler = {**OmegaConf.to_container(node), "seed": 0}
+        p = make_plan(tmp_path, config, sampler=sampler, direction=directions)
+        assert type(p.sampler) is get_class(node._target_)
+    for name in PRUNERS:
+        node = store.load(f"hydra/sweeper/pruner/{name}.yaml").node
         bound = {"lower": 50.0} if name == "threshold" else {}  # it needs one bound
-        make_plan(tmp_path, pruner={"name": name, **args, **bound})
+        p = make_plan(tmp_path, pruner={**OmegaConf.to_container(node), **bound})
+        assert type(p.pruner) is get_class(node._target_)
 
 
 def test_a_grid_caps_n_trials_at_its_size(tmp_path):
     p = make_plan(
-        tmp_path, sampler={"name": "grid"}, n_trials=100, arguments=["seed=choice(0,1,2)"]
+        tmp_path, sampler=SAMPLERS["grid"], n_trials=100, arguments=["seed=choice(0,1,2)"]
     )
     assert p.n_trials == 2 * 3
 
@@ -105,13 +107,25 @@ def test_a_grid_caps_n_trials_at_its_size(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "key", "allowed"),
     [
-        (dict(sampler={"name": "annealing"}), "hydra.sweeper.sampler.name", "must be one of tpe"),
-        (dict(sampler={"name": "tpe", "startup": 3}), "hydra.sweeper.sampler.startup", "allowed:"),
-        (dict(pruner={"name": "asha"}), "hydra.sweeper.pruner.name", "must be one of none"),
+        (
+            dict(sampler={"_target_": "optuna.samplers.AnnealingSampler"}),
+            "hydra.sweeper.sampler._target_",
+            "must be one of optuna.samplers.TPESampler",
+        ),
+        (
+            dict(sampler={**SAMPLERS["tpe"], "startup": 3}),
+            "hydra.sweeper.sampler.startup",
+            "allowed:",
+        ),
+        (
+            dict(pruner={"_target_": "optuna.pruners.AshaPruner"}),
+            "hydra.sweeper.pruner._target_",
+            "must be one of optuna.pruners.NopPruner",
+        ),
         (dict(params={"x": "choice(1, 2"}), "hydra.sweeper.params.x", "must be a fixed value"),
         (dict(params={"x": "tag(exp, interval(1, 2))"}), "hydra.sweeper.params.x", "tag"),
         (
-            dict(params={"x": "interval(1.0, 2.0)"}, sampler={"name": "grid"}),
+            dict(params={"x": "interval(1.0, 2.0)"}, sampler=SAMPLERS["grid"]),
             "hydra.sweeper.params.x",
             "grid",
         ),
@@ -123,7 +137,7 @@ def test_a_grid_caps_n_trials_at_its_size(tmp_path):
         (dict(constraints=["macs <= 1e9"]), "hydra.sweeper.constraints", "complexity.macs"),
         (dict(search_space={"x": {"type": "int"}}), "hydra.sweeper.search_space", "params"),
         (dict(custom_search_space="no.such.fn"), "hydra.sweeper.custom_search_space", "fn(cfg"),
-        (dict(sampler={"name": "cmaes"}, direction=["maximize", "minimize"]), "sampler", "nsgaii"),
+        (dict(sampler=SAMPLERS["cmaes"], direction=["maximize", "minimize"]), "sampler", "nsgaii"),
     ],
 )
 def test_bad_settings_fail_in_one_line_naming_key_and_what_is_allowed(
@@ -165,14 +179,14 @@ def test_resuming_with_another_search_space_or_directions_is_refused(tmp_path):
         open_study(make_plan(tmp_path, config), storage)
     with pytest.raises(ConfigError, match=r"^hydra.sweeper.direction=\['minimize'\]"):
         open_study(make_plan(tmp_path, direction="minimize"), storage)
-    same = make_plan(tmp_path, pruner={"name": "median"})  # a new pruner is fine
-    study, _ = open_study(same, storage)
+    same = make_plan(tmp_path, pruner=PRUNERS["median"])  # a new pruner is fine
+    study = open_study(same, storage)
     assert isinstance(study, optuna.Study)
 
 
 def test_a_study_swept_before_the_objective_key_was_renamed_resumes(tmp_path):
     storage = open_storage(str(tmp_path / "journal.log"))
-    _, study_id = open_study(make_plan(tmp_path), storage)
+    study_id = storage.get_study_id_from_name(open_study(make_plan(tmp_path), storage).study_name)
     sweep = storage.get_study_system_attrs(study_id)[SWEEP]
     sweep["objectives"] = sweep.pop("objective")  # as the previous sweeper stored it
     storage.set_study_system_attr(study_id, SWEEP, sweep)
@@ -186,6 +200,6 @@ def test_a_study_swept_before_the_objective_key_was_renamed_resumes(tmp_path):
 
 
 def test_pruner_none_switches_off_a_study_s_tuned_pruner(tmp_path):
-    p = make_plan(tmp_path, pruner={"name": "none", "n_startup_trials": 4})
+    p = make_plan(tmp_path, pruner={**PRUNERS["none"], "n_startup_trials": 4})
     assert p.pruning_study is None
-    assert type(make_pruner(p.pruner_spec)).__name__ == "NopPruner"
+    assert type(p.pruner).__name__ == "NopPruner"

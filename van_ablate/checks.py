@@ -11,6 +11,7 @@ everywhere: one line naming the key, the bad value and what is allowed::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "above",
     "accepted",
     "at_least",
+    "check_arguments",
     "check_known_keys",
     "first_line",
     "folder",
@@ -213,6 +215,22 @@ def check_known_keys(section: str, value: Mapping[str, Any], cls: type, word: st
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise unknown_key(f"{section}.{unknown[0]}", value[unknown[0]], fields, word)
+
+
+def check_arguments(section: str, kwargs: Mapping[str, Any], fn: Callable[..., Any]) -> None:
+    """Refuse the first key of ``kwargs`` that ``fn`` (a class or function) takes no argument for.
+
+    >>> def RandomSampler(seed=None): ...
+    >>> check_arguments("sampler", {"sed": 0}, RandomSampler)
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: sampler.sed=0: not an argument of RandomSampler; allowed: seed
+    """
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = f"not an argument of {fn.__name__}; allowed: {', '.join(params)}"
+        raise ConfigError(f"{section}.{unknown[0]}", kwargs[unknown[0]], allowed)
 
 
 def first_line(exc: BaseException) -> str:

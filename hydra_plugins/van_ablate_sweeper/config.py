@@ -4,8 +4,9 @@ Keys and search-space syntax follow the official ``hydra-optuna-sweeper`` (``par
 ``direction``, ``n_trials``, ``n_jobs``, ``study_name``, ``storage``, ``sampler``,
 ``max_failure_rate``, ``custom_search_space``) with its defaults and meaning, so its configs
 carry over; ``pruner``, ``constraints`` and ``stale_after_s`` are ours. Samplers and pruners are
-config groups (``hydra/sweeper/sampler=nsgaii``, ``hydra/sweeper/pruner=median``) whose keys are
-the Optuna constructor arguments; ``hydra.sweeper.sampler.<arg>=...`` sets any of them.
+config groups (``hydra/sweeper/sampler=nsgaii``, ``hydra/sweeper/pruner=median``) of ``_target_``
+nodes that ``hydra.utils.instantiate`` builds: ``hydra.sweeper.sampler.<arg>=...`` sets any
+constructor argument, the others keep Optuna's defaults.
 """
 
 # OmegaConf reads these annotations: typing forms, no unions.
@@ -16,34 +17,37 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-# Group options: `name` selects the Optuna class, the other keys are its arguments.
+# The group options: each names an Optuna class, with the arguments we set otherwise than Optuna.
 SAMPLERS: Dict[str, Dict[str, Any]] = {
-    "tpe": dict(n_startup_trials=10, multivariate=False, group=False, constant_liar=True),
-    "random": {},
-    "grid": {},
-    "brute_force": dict(avoid_premature_stop=False),
-    "nsgaii": dict(population_size=50, mutation_prob=None, crossover_prob=0.9, swapping_prob=0.5),
-    "nsgaiii": dict(population_size=50, mutation_prob=None, crossover_prob=0.9),
-    "gp": dict(n_startup_trials=10, deterministic_objective=False),
-    "qmc": dict(qmc_type="sobol", scramble=False),
-    "cmaes": dict(n_startup_trials=1, use_separable_cma=False, consider_pruned_trials=False),
+    # constant_liar: parallel workers do not all ask the same point; independent TPE, as before
+    # Optuna 5 made the multivariate one the default
+    "tpe": dict(_target_="optuna.samplers.TPESampler", constant_liar=True, multivariate=False),
+    "random": dict(_target_="optuna.samplers.RandomSampler"),
+    "grid": dict(_target_="optuna.samplers.GridSampler"),  # its search_space is params'
+    "brute_force": dict(_target_="optuna.samplers.BruteForceSampler"),
+    "nsgaii": dict(_target_="optuna.samplers.NSGAIISampler"),
+    "nsgaiii": dict(_target_="optuna.samplers.NSGAIIISampler"),
+    "gp": dict(_target_="optuna.samplers.GPSampler"),
+    "qmc": dict(_target_="optuna.samplers.QMCSampler"),
+    "cmaes": dict(_target_="optuna.samplers.CmaEsSampler"),
 }
 # Jobs report their per-epoch metric with step = epochs done (1-based).
 PRUNERS: Dict[str, Dict[str, Any]] = {
-    "none": {},
-    "median": dict(n_startup_trials=5, n_warmup_steps=0, interval_steps=1, n_min_trials=1),
-    "percentile": dict(percentile=25.0, n_startup_trials=5, n_warmup_steps=0, interval_steps=1),
-    "hyperband": dict(min_resource=1, max_resource="auto", reduction_factor=3),
-    "successive_halving": dict(min_resource="auto", reduction_factor=4, min_early_stopping_rate=0),
-    "threshold": dict(lower=None, upper=None, n_warmup_steps=0, interval_steps=1),
+    "none": dict(_target_="optuna.pruners.NopPruner"),
+    "median": dict(_target_="optuna.pruners.MedianPruner"),
+    "percentile": dict(_target_="optuna.pruners.PercentilePruner", percentile=25.0),  # required
+    "hyperband": dict(_target_="optuna.pruners.HyperbandPruner"),
+    "successive_halving": dict(_target_="optuna.pruners.SuccessiveHalvingPruner"),
+    "threshold": dict(_target_="optuna.pruners.ThresholdPruner"),  # set lower or upper
 }
 
 
 @dataclass
 class VanOptunaSweeperConf:
     _target_: str = "hydra_plugins.van_ablate_sweeper.sweeper.VanOptunaSweeper"
-    # The sampler and pruner nodes are built by the sweeper, not by Hydra's instantiate.
+    # The sampler and pruner are built by the sweeper (a grid needs the space), as plain dicts.
     _recursive_: bool = False
+    _convert_: str = "all"
     defaults: List[Any] = field(
         default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}, "_self_"]
     )
@@ -86,9 +90,7 @@ store.store(
 )
 # Open nodes (struct off): any argument of the Optuna class is set as the official plugin's
 # `hydra.sweeper.sampler.n_ei_candidates=30`, without `+`; unknown ones are refused when built.
-for _name, _args in SAMPLERS.items():
-    _node = OmegaConf.create({"name": _name, "seed": None, **_args}, flags={"struct": False})
-    store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="van_ablate")
-for _name, _args in PRUNERS.items():
-    _node = OmegaConf.create({"name": _name, **_args}, flags={"struct": False})
-    store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="van_ablate")
+for _group, _table, _extra in (("sampler", SAMPLERS, {"seed": None}), ("pruner", PRUNERS, {})):
+    for _name, _node in _table.items():
+        _open = OmegaConf.create({**_node, **_extra}, flags={"struct": False})
+        store.store(group=f"hydra/sweeper/{_group}", name=_name, node=_open, provider="van_ablate")

@@ -10,6 +10,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
+
 
 class VanOptunaSweeper(Sweeper):
     """Optuna 5 ask/tell over Hydra jobs; settings in :class:`config.VanOptunaSweeperConf`."""
@@ -17,7 +19,7 @@ class VanOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         from van_ablate.sweep.sweeper import VanOptunaSweeperImpl
 
-        self.sweeper = VanOptunaSweeperImpl(**settings)
+        self.sweeper = VanOptunaSweeperImpl(VanOptunaSweeperConf(**settings))
 
     def setup(
         self,

@@ -1,33 +1,40 @@
 """How many sweep processes share one study and still finish exactly ``n_trials``.
 
-Every decision that depends on other processes is taken inside :func:`study_lock`: a process
-fails the trials whose owner died or whose job ended without a result (and enqueues their
-parameters once, Optuna's ``failed_trial`` convention, so the retry resumes from the job's
-checkpoint), then takes the next trial only while the trials that count stay below
-``n_trials``. A trial that was failed and retried no longer counts; its retry does.
+A trial whose sweep process died, or whose job ended without a result, is failed and its
+parameters are enqueued once (Optuna's :data:`~van_ablate.sweep.storage.RETRY_ONCE`, so the
+retry resumes from the job's checkpoint); failing is atomic in every storage, so one process
+does it. A trial that was retried no longer counts towards ``n_trials``; its retry does. Only
+taking a trial while the trials that count stay below ``n_trials`` needs the study lock.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from van_ablate.sweep.storage import Worker, has_trial_heartbeats, is_alive, optuna_experimental
+from van_ablate.sweep.storage import (
+    RETRY_ONCE,
+    has_trial_heartbeats,
+    is_alive,
+    optuna_experimental,
+    owner,
+)
 
-SWEEP = "van_ablate.sweep"  # study system attr: search space, directions, pruner, ...
+SWEEP = "van_ablate.sweep"  # study system attr: search space, objective, pruner, ...
 OWNER = "van_ablate.worker"  # system attr: the sweep process that runs the trial
 PRUNED_AT = "van_ablate.pruned_at_epoch"  # system attr: set by the job when its pruner stops it
 PRUNING_TRIAL = "van_ablate.pruning_trial"  # system attr: its twin in the pruning study
 JOINED = "van_ablate.processes_joined"  # study system attr: sweep processes started on it
-SUPERSEDED = "van_ablate.superseded"  # system attr: failed as stale, its retry counts instead
 REASON = "reason"  # user attr: why a trial failed (or why it was retried)
 STALE = "failed by Optuna's heartbeat check"
-RETRIED_FROM = "failed_trial"  # system attr set by Optuna's retry callbacks, kept the same here
+RETRIED_FROM = "failed_trial"  # system attr set by Optuna's retry callback: the first trial
 
 
 def sweep_objective(sweep: Mapping[str, Any]) -> list[str] | None:
@@ -39,13 +46,10 @@ def sweep_objective(sweep: Mapping[str, Any]) -> list[str] | None:
 
 
 def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that count towards ``n_trials``: all but the stale ones that were retried.
-
-    A retry lists the trials it replaces in ``retry_history`` (Optuna's
-    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` and :func:`fail_stale` alike).
-    """
+    """The trials that count towards ``n_trials``: all but those a retry replaced (listed in
+    its ``retry_history``, Optuna's record)."""
     replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return [t for t in trials if not t.system_attrs.get(SUPERSEDED) and t.number not in replaced]
+    return [t for t in trials if t.number not in replaced]
 
 
 def reason(trial: FrozenTrial) -> str:
@@ -78,84 +82,49 @@ def join(storage: BaseStorage, study_id: int) -> int:
 
 
 def fail_stale(
-    study: optuna.Study,
-    storage: BaseStorage,
-    study_id: int,
-    stale_after_s: float,
-    retry: bool = True,
+    study: optuna.Study, storage: BaseStorage, stale_after_s: float
 ) -> list[FrozenTrial]:
-    """Fail RUNNING trials whose sweep process is gone; re-enqueue each one's parameters once.
+    """Fail RUNNING trials whose sweep process is gone, each retried once; returns them.
 
-    Call it while holding :func:`~van_ablate.sweep.storage.study_lock`. Returns the failed trials.
     An SQL storage with heartbeats does this itself (:func:`optuna.storages.fail_stale_trials`);
-    a journal has none, so the owner's liveness is checked here.
+    a journal has no heartbeat, so its trials' owners are checked here.
     """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if has_trial_heartbeats(storage):
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         with optuna_experimental():
             optuna.storages.fail_stale_trials(study)
-        now = {t.number: t for t in study.get_trials(deepcopy=False)}
+        now = study.get_trials(deepcopy=False)
         return [now[t.number] for t in running if now[t.number].state == TrialState.FAIL]
-    attrs = storage.get_study_system_attrs(study_id)
-    stale = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not is_alive(Worker.from_dict(t.system_attrs.get(OWNER)), attrs, stale_after_s)
-    ]
+    stale = [t for t in running if not is_alive(t, OWNER, stale_after_s)]
     for t in stale:
-        owner = t.system_attrs.get(OWNER) or {}
-        reason = f"stale: sweep process {owner.get('host')}:{owner.get('pid')} stopped while it ran"
-        fail(study, storage, study_id, t, reason, retry)
+        who = t.system_attrs.get(OWNER) or {}
+        why = f"stale: sweep process {who.get('host')}:{who.get('pid')} stopped while it ran"
+        fail(study, storage, t, why)
     return stale
 
 
-def fail(
-    study: optuna.Study,
-    storage: BaseStorage,
-    study_id: int,
-    trial: FrozenTrial,
-    reason: str,
-    retry: bool = True,
-) -> bool:
-    """Fail ``trial`` with ``reason``; unless it is a retry itself, enqueue its parameters once.
-
-    Call it while holding the study lock. The failed trial then no longer counts towards
-    ``n_trials`` (its retry does). Returns whether a retry was enqueued.
+def fail(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial, why: str) -> bool:
+    """Fail a running ``trial`` with a reason and, unless it is a retry itself, enqueue its
+    parameters once; whether it was retried (False also when another process ended it first).
     """
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    again = retry and RETRIED_FROM not in trial.system_attrs
-    storage.set_trial_user_attr(trial_id, REASON, reason + ("; retried" if again else ""))
+    trial_id = trial_id_of(storage, study, trial.number)
+    before = copy.deepcopy(storage.get_trial(trial_id))  # the retry starts without the reason
+    again = RETRIED_FROM not in before.system_attrs
+    try:
+        storage.set_trial_user_attr(trial_id, REASON, why + ("; retried" if again else ""))
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
     if again:
-        storage.set_trial_system_attr(trial_id, SUPERSEDED, True)
-    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-    if again:
-        study.add_trial(_retry_of(trial))
+        RETRY_ONCE(study, before)
     return again
 
 
-def _retry_of(trial: FrozenTrial) -> FrozenTrial:
-    system_attrs: dict[str, Any] = {
-        "fixed_params": trial.params,
-        RETRIED_FROM: root_number(trial),
-        "retry_history": [*trial.system_attrs.get("retry_history", []), trial.number],
-    }
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != REASON}
-    return optuna.trial.create_trial(
-        state=TrialState.WAITING,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=user_attrs,
-        system_attrs=system_attrs,
-        intermediate_values=trial.intermediate_values,
-    )
+def take_trial(study: optuna.Study, storage: BaseStorage, n_trials: int) -> optuna.Trial | None:
+    """The next trial for this process: a waiting one first, else a new one while under budget.
 
-
-def take_trial(
-    study: optuna.Study, storage: BaseStorage, n_trials: int, worker: Worker
-) -> optuna.Trial | None:
-    """The next trial for ``worker``: a waiting one first, else a new one while under budget.
-
-    Call it while holding the study lock, after :func:`fail_stale`.
+    Call it while holding the study lock, after :func:`fail_stale`. (Optuna's own cap,
+    ``MaxTrialsCallback``, counts without a lock: processes started together overshoot it.)
     """
     trials = study.get_trials(deepcopy=False)
     waiting = any(t.state == TrialState.WAITING for t in trials)
@@ -163,7 +132,11 @@ def take_trial(
         return None
     with optuna_experimental():
         trial = study.ask()
-    study_id = storage.get_study_id_from_name(study.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    storage.set_trial_system_attr(trial_id, OWNER, worker.to_dict())
+    storage.set_trial_system_attr(trial_id_of(storage, study, trial.number), OWNER, owner())
     return trial
+
+
+def trial_id_of(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study``."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)

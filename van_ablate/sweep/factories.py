@@ -1,81 +1,59 @@
-"""Optuna samplers and pruners by name, as ``hydra.sweeper.sampler`` / ``pruner`` select them.
+"""Optuna samplers and pruners from the ``_target_`` nodes ``hydra/sweeper/sampler`` and
+``hydra/sweeper/pruner`` select (:data:`~hydra_plugins.van_ablate_sweeper.config.SAMPLERS`).
 
-A spec is a mapping ``{name: <one of the keys below>, **constructor kwargs}``, e.g.
-``{name: nsgaii, seed: 0, population_size: 8}`` or ``{name: median, n_warmup_steps: 2}``.
-A sampler spec written for the official Hydra plugin (``_target_: optuna.samplers.X`` plus
-arguments) carries over: its class gives the name, its other keys the arguments. Pruner specs
-are also stored in the study, so a job rebuilds the same pruner when it reports an epoch
-(:mod:`van_ablate.sweep.trial`).
+A node names the class and the arguments set, e.g. ``{_target_: optuna.samplers.NSGAIISampler,
+seed: 0, population_size: 8}``; ``hydra.utils.instantiate`` builds it, so a sampler node written
+for the official Hydra plugin carries over. The pruner node is also kept in the study, so a job
+rebuilds the same pruner when it reports an epoch (:mod:`van_ablate.sweep.trial`).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import optuna
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from optuna.pruners import BasePruner
-from optuna.samplers import BaseSampler
 
+from hydra_plugins.van_ablate_sweeper.config import PRUNERS, SAMPLERS
+from van_ablate import checks
 from van_ablate.errors import ConfigError
-from van_ablate.sweep.space import SearchSpace
 
-SAMPLERS: dict[str, Callable[..., BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "grid": optuna.samplers.GridSampler,
-    "brute_force": optuna.samplers.BruteForceSampler,
-    "nsgaii": optuna.samplers.NSGAIISampler,
-    "nsgaiii": optuna.samplers.NSGAIIISampler,
-    "gp": optuna.samplers.GPSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-}
-SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
-EXHAUSTIVE_SAMPLERS = ("grid", "brute_force")  # they end once every point was tried
-
-PRUNERS: dict[str, Callable[..., BasePruner]] = {
-    "none": optuna.pruners.NopPruner,
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-}
+ONE_OBJECTIVE = (optuna.samplers.CmaEsSampler,)
+EXHAUSTIVE = (optuna.samplers.GridSampler, optuna.samplers.BruteForceSampler)  # end when done
 
 
-def sampler_name(spec: Mapping[str, Any]) -> str:
-    """The registry name of a spec; official ``_target_`` specs map back to it when they can."""
-    target = spec.get("_target_")
-    if target:
-        cls_name = str(target).rsplit(".", 1)[-1]
-        for name, cls in SAMPLERS.items():
-            if getattr(cls, "__name__", "") == cls_name:
-                return name
-        return cls_name
-    return str(spec.get("name", "tpe"))
+def sampler_class(spec: Mapping[str, Any], key: str = "hydra.sweeper.sampler") -> type:
+    """The Optuna class a sampler node names; only the group options' classes are offered."""
+    return _class(spec, key, SAMPLERS)
 
 
-def make_sampler(
-    spec: Mapping[str, Any], space: SearchSpace, n_objectives: int, key: str = "hydra.sweeper"
-) -> BaseSampler:
-    """Build the sampler; ``grid`` gets the grid of ``space``.
+def make_sampler(spec: Mapping[str, Any], key: str = "hydra.sweeper.sampler", **given: Any):
+    """Build the sampler; ``given`` arguments (a grid's ``search_space``, a seed) win.
 
-    >>> make_sampler({"name": "random", "seed": 0}, SearchSpace(), 1)  # doctest: +ELLIPSIS
+    >>> make_sampler({"_target_": "optuna.samplers.RandomSampler", "seed": 0})  # doctest: +ELLIPSIS
     <optuna.samplers._random.RandomSampler object at ...>
     """
-    kwargs = {k: v for k, v in dict(spec).items() if k not in ("name", "_target_", "_partial_")}
-    name = sampler_name(spec)
-    if name not in SAMPLERS:
-        raise ConfigError(f"{key}.sampler.name", name, f"must be one of {', '.join(SAMPLERS)}")
-    if n_objectives > 1 and name in SINGLE_OBJECTIVE_SAMPLERS:
-        allowed = f"{name} handles one objective; for several use one of nsgaii, tpe, gp, random"
-        raise ConfigError(f"{key}.sampler.name", name, allowed)
-    if name == "grid":
-        kwargs["search_space"] = space.grid()
-    return _construct(SAMPLERS[name], kwargs, f"{key}.sampler")
+    return _build(spec, key, SAMPLERS, given)
+
+
+def make_pruner(spec: Mapping[str, Any] | None, key: str = "hydra.sweeper.pruner") -> BasePruner:
+    """Build the pruner; ``None`` is none, and ``{name: median, ...}`` (as studies of earlier
+    versions keep it) names a group option.
+
+    >>> type(make_pruner({"name": "median", "n_warmup_steps": 1})).__name__
+    'MedianPruner'
+    """
+    spec = dict(spec or PRUNERS["none"])
+    if "name" in spec:
+        spec = {**PRUNERS.get(spec.pop("name"), {"_target_": None}), **spec}
+    if spec.get("_target_") == PRUNERS["none"]["_target_"]:
+        return optuna.pruners.NopPruner()  # so pruner=none switches off a study's tuned pruner
+    return _build(spec, key, PRUNERS, {})
 
 
 def worker_seed(seed: int | None, joined: int) -> int | None:
@@ -94,30 +72,41 @@ def worker_seed(seed: int | None, joined: int) -> int | None:
     return int(np.random.SeedSequence([int(seed), joined]).generate_state(1)[0])
 
 
-def make_pruner(spec: Mapping[str, Any], key: str = "hydra.sweeper.pruner") -> BasePruner:
-    """Build the pruner named by ``spec["name"]``.
+def startup_trials(spec: Mapping[str, Any] | None = None) -> int:
+    """Trials a sampler draws before it follows a trend: its ``n_startup_trials`` or
+    ``population_size``, as set in ``spec`` or else Optuna's default; TPE's (the default
+    sampler's) for a sampler without either.
 
-    >>> type(make_pruner({"name": "median", "n_warmup_steps": 1})).__name__
-    'MedianPruner'
+    >>> startup_trials({"_target_": "optuna.samplers.NSGAIISampler", "population_size": 8})
+    8
     """
-    kwargs = {k: v for k, v in dict(spec).items() if k != "name"}
-    name = str(spec.get("name", "none"))
-    if name == "none":
-        return optuna.pruners.NopPruner()  # so pruner=none switches off a study's tuned pruner
-    if name not in PRUNERS:
-        raise ConfigError(f"{key}.name", name, f"must be one of {', '.join(PRUNERS)}")
-    return _construct(PRUNERS[name], kwargs, key)
+    spec = dict(spec or {})
+    target = spec.get("_target_") or SAMPLERS.get(spec.get("name"), {}).get("_target_")
+    if target in [node["_target_"] for node in SAMPLERS.values()]:
+        count = _startup(get_class(target), spec)
+        if count is not None:
+            return count
+    return _startup(optuna.samplers.TPESampler, {}) or 0
 
 
-def _construct(factory: Callable[..., Any], kwargs: dict[str, Any], key: str) -> Any:
-    params = inspect.signature(factory).parameters
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        allowed = f"not an argument of {factory.__name__}; allowed: {', '.join(params)}"
-        raise ConfigError(f"{key}.{unknown[0]}", kwargs[unknown[0]], allowed)
+def _startup(cls: type, spec: Mapping[str, Any]) -> int | None:
+    merged = {k: p.default for k, p in inspect.signature(cls).parameters.items()} | dict(spec)
+    counts = [merged.get(k) for k in ("n_startup_trials", "population_size")]
+    return next((n for n in counts if isinstance(n, int)), None)
+
+
+def _class(spec: Mapping[str, Any], key: str, table: Mapping[str, Mapping[str, Any]]) -> type:
+    target = spec.get("_target_")
+    checks.one_of(f"{key}._target_", target, [node["_target_"] for node in table.values()])
+    return get_class(target)
+
+
+def _build(spec: Mapping[str, Any], key: str, table: Mapping, given: dict[str, Any]) -> Any:
+    cls = _class(spec, key, table)
+    kwargs = {k: v for k, v in spec.items() if not k.startswith("_")} | given
+    checks.check_arguments(key, kwargs, cls)
     try:
-        return factory(**kwargs)
-    except ImportError as e:
-        raise ConfigError(key, factory.__name__, f"needs a package: {e}") from e
-    except (TypeError, ValueError) as e:
-        raise ConfigError(key, kwargs, f"{factory.__name__} rejected it: {e}") from e
+        return instantiate({"_target_": spec["_target_"], "_convert_": "all"}, **kwargs)
+    except InstantiationException as e:  # the class refused a value, or needs a package
+        cause = e.__cause__ or e
+        raise ConfigError(key, kwargs, f"{cls.__name__}: {checks.first_line(cause)}") from e

@@ -3,14 +3,15 @@
 Hydra's submitit launcher waits for its jobs in order and raises for the whole batch as soon as
 one job ends without a result (cancelled with ``scancel``, a node failure, the time limit after
 ``max_num_timeout`` requeues): the other trials' results would be lost with their jobs still
-running. Here the batch is submitted exactly as that launcher does (one job array, the same
-folders and parameters) and each job is waited for on its own; a job without a result becomes a
-FAILED return whose error, :class:`NoResult`, names the job and the state the cluster reports.
-So does a job that SIGTERM stopped while it trained and that then ended (``scancel``): it wrote
-a checkpoint and returned :class:`~van_ablate.errors.Preempted`, not a result. A job that SLURM
-requeued after that SIGTERM is waited for: its next run resumes and its result counts::
+running. Here the batch is submitted through submitit's public executor API, from the same
+``hydra.launcher`` settings and as the same job array, and each job is waited for on its own; a
+job without a result becomes a FAILED return whose error, :class:`NoResult`, names the job and
+the state the cluster reports. So does a job that SIGTERM stopped while it trained and that then
+ended (``scancel``): it wrote a checkpoint and returned :class:`~van_ablate.errors.Preempted`,
+not a result. A job that SLURM requeued after that SIGTERM is waited for: its next run resumes
+and its result counts::
 
-    returns = launch(launcher, [["model.kernel_size=21"], ["model.kernel_size=7"]], 0)
+    returns = launch(launcher, config, [["model.kernel_size=21"], ["model.kernel_size=7"]], 0)
     returns[1]._return_value  # NoResult('SLURM job 12_1 CANCELLED by 0')
 
 Other launchers (basic, joblib) run their jobs as Hydra does.
@@ -28,7 +29,7 @@ from typing import Any
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from van_ablate.errors import Preempted
 from van_ablate.sweep.outcome import NoResult
@@ -39,20 +40,68 @@ _NOT_ENDED = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING"
 
 
 def launch(
-    launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    launcher: Launcher,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
 ) -> list[JobReturn]:
     """One return per job, in order, once every job has ended."""
     try:
-        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+        from hydra_plugins.hydra_submitit_launcher import submitit_launcher as submitit_plugin
     except ImportError:  # the slurm extra is not installed
-        BaseSubmititLauncher = ()  # noqa: N806
-    if isinstance(launcher, BaseSubmititLauncher):
-        jobs = _submit(launcher, job_overrides, initial_job_idx)
-        return [_result(job, launcher._EXECUTOR) for job in jobs]
-    return list(launcher.launch(job_overrides, initial_job_idx))
+        submitit_plugin = None
+    if submitit_plugin is None or not isinstance(launcher, submitit_plugin.BaseSubmititLauncher):
+        return list(launcher.launch(job_overrides, initial_job_idx))
+    cluster = "slurm" if isinstance(launcher, submitit_plugin.SlurmLauncher) else "local"
+    jobs = _submit(launcher, config, cluster, job_overrides, initial_job_idx)
+    return [_result(job, cluster) for job in jobs]
 
 
-def _result(job: Any, executor: str) -> JobReturn:
+def _submit(
+    launcher: Launcher,
+    config: DictConfig,
+    cluster: str,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[Any]:
+    """Submit the batch as one job array, with the executor hydra-submitit-launcher would build
+    from ``hydra.launcher``: ``max_num_timeout`` configures the executor, submitit's generic
+    keys pass as they are, the others get the cluster's prefix. Each job calls the launcher,
+    which runs one Hydra job, as that launcher's own ``launch`` has it do."""
+    import submitit
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+    assert isinstance(params, dict)
+    params.pop("_target_", None)
+    folder = params.pop("submitit_folder")
+    timeouts = {f"{cluster}_{k}": params.pop(k) for k in ("max_num_timeout",) if k in params}
+    executor = submitit.AutoExecutor(cluster=cluster, folder=folder, **timeouts)
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{(k if k in generic else f"{cluster}_{k}"): v for k, v in params.items()}
+    )
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in config.hydra.sweep:
+        os.chmod(sweep_dir, mode=int(str(config.hydra.sweep.mode), 8))
+    log.info("submitting %d %s job(s) for %s", len(job_overrides), cluster, sweep_dir)
+    numbers = list(range(initial_job_idx, initial_job_idx + len(job_overrides)))
+    for number, overrides in zip(numbers, job_overrides, strict=True):
+        log.info("  job %d: %s", number, " ".join(filter_overrides(overrides)))
+    n = len(numbers)
+    return executor.map_array(
+        launcher,
+        [list(o) for o in job_overrides],
+        ["hydra.sweep.dir"] * n,
+        numbers,
+        [f"job_id_for_{i}" for i in numbers],
+        [Singleton.get_state()] * n,
+    )
+
+
+def _result(job: Any, cluster: str) -> JobReturn:
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:
@@ -60,7 +109,7 @@ def _result(job: Any, executor: str) -> JobReturn:
     except FailedJobError as e:  # the job's Python raised outside Hydra's run_job
         return JobReturn(status=JobStatus.FAILED, _return_value=e)
     except UncompletedJobError:
-        return _no_result(job, executor)
+        return _no_result(job, cluster)
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Preempted):
         # SIGTERM came while training: a checkpoint, no result yet. A cancelled job has ended
         # without one; a requeued one (scontrol requeue, preemption) resumes from that
@@ -70,14 +119,14 @@ def _result(job: Any, executor: str) -> JobReturn:
             again = job.results()[0]
             if not isinstance(again._return_value, Preempted):
                 return again
-        return _no_result(job, executor, state, ret._return_value)
+        return _no_result(job, cluster, state, ret._return_value)
     return ret
 
 
 def _no_result(
-    job: Any, executor: str, state: str | None = None, stopped: Preempted | None = None
+    job: Any, cluster: str, state: str | None = None, stopped: Preempted | None = None
 ) -> JobReturn:
-    name = "SLURM job" if executor == "slurm" else f"{executor} job"
+    name = "SLURM job" if cluster == "slurm" else f"{cluster} job"
     detail = f" ({stopped})" if stopped is not None else ""
     error = NoResult(f"{name} {job.job_id} {state or _final_state(job)}{detail}")
     return JobReturn(status=JobStatus.FAILED, _return_value=error)
@@ -95,46 +144,3 @@ def _final_state(job: Any, unknown_for_s: float = 120.0) -> str:
         if state.split()[0] not in _NOT_ENDED or (state == "UNKNOWN" and waited > unknown_for_s):
             return state
         time.sleep(2.0 if waited < 60 else 30.0)
-
-
-def _submit(
-    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-) -> list[Any]:
-    """Submit the batch as one job array, with the executor hydra-submitit-launcher would build.
-
-    That launcher's ``launch`` submits and waits in one call, so the submission is done here
-    from the same ``hydra.launcher`` keys: ``max_num_timeout`` configures the executor,
-    submitit's generic keys pass as they are, the others get the cluster's prefix.
-    """
-    import submitit
-
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
-    cluster, params = launcher._EXECUTOR, dict(launcher.params)
-    folder = params.pop("submitit_folder")
-    executor_keys = {k: params.pop(k) for k in ("max_num_timeout",) if k in params}
-    executor = submitit.AutoExecutor(
-        cluster=cluster, folder=folder, **{f"{cluster}_{k}": v for k, v in executor_keys.items()}
-    )
-    generic = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(
-        **{(k if k in generic else f"{cluster}_{k}"): v for k, v in params.items()}
-    )
-    sweep = launcher.config.hydra.sweep
-    sweep_dir = Path(str(sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    if "mode" in sweep:
-        os.chmod(sweep_dir, mode=int(str(sweep.mode), 8))
-    log.info("submitting %d %s job(s) for %s", len(job_overrides), cluster, sweep_dir)
-    state = Singleton.get_state()
-    numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
-    for number, overrides in zip(numbers, job_overrides, strict=True):
-        log.info("  job %d: %s", number, " ".join(filter_overrides(overrides)))
-    return executor.map_array(
-        launcher,
-        [list(o) for o in job_overrides],
-        ["hydra.sweep.dir"] * len(job_overrides),
-        list(numbers),
-        [f"job_id_for_{n}" for n in numbers],
-        [state] * len(job_overrides),
-    )

@@ -22,6 +22,7 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
+from van_ablate.checks import select
 from van_ablate.errors import ConfigError, Diverged
 
 RESULTS_FILE = "results.json"
@@ -132,26 +133,13 @@ def constraint_values(
     """``{str(constraint): value}``, reading each field from results.json or the objectives."""
     out = {}
     for c in constraints:
-        x = lookup(results, c.field)
+        x = _float(select(results, c.field))
         if x is None and values is not None and c.field in objectives:
             x = values[list(objectives).index(c.field)]
         if x is None or not math.isfinite(x):
             raise KeyError(f"constraint field {c.field} is missing from {RESULTS_FILE}")
         out[str(c)] = c.value(x)
     return out
-
-
-def lookup(doc: dict[str, Any] | None, dotted: str) -> float | None:
-    """The number at a dotted path of ``doc`` (list items by index), or None."""
-    node: Any = doc
-    for part in dotted.split("."):
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and re.fullmatch(r"-?\d+", part):
-            node = node[int(part)] if -len(node) <= int(part) < len(node) else None
-        else:
-            return None
-    return _float(node)
 
 
 def load_results(run_dir: Path) -> dict[str, Any] | None:

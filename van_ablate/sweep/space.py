@@ -49,6 +49,7 @@ SYNTAX = (
     "must be a fixed value or one of choice(a, b, ...), range(start, stop[, step]), "
     "interval(low, high), int(interval(low, high)), tag(log, interval(low, high))"
 )
+DISCRETE = "a grid or brute-force search needs choice(...), range(...) or int(interval(...))"
 # A custom search space: ``fn(cfg, trial)`` suggests more parameters; it may return a mapping of
 # extra overrides built from them (then the parameters it suggested are not passed as overrides).
 CustomSpace = Callable[[Any, Trial], "Mapping[str, Any] | None"]
@@ -69,20 +70,27 @@ class SearchSpace:
         }
         return json.dumps(spec, sort_keys=True)
 
-    def grid(self, key: str = "hydra.sweeper.params") -> dict[str, list[Any]]:
-        """Every value of every parameter, for ``GridSampler``; continuous ones are an error."""
-        return {name: grid_values(name, d, key) for name, d in self.distributions.items()}
+    def grid(self, key: str = "hydra.sweeper.params", stop_included: bool = False) -> dict:
+        """Every value of every parameter: as ``GridSampler`` walks them, stepped ones short of
+        ``high`` (as the official plugin's grid and Python's ``range``), though random and TPE
+        sampling may draw ``high``; or, ``stop_included``, as ``BruteForceSampler`` does.
+        Continuous parameters are an error.
 
-    def n_points(self, key: str = "hydra.sweeper.params") -> int:
-        """How many points a brute-force search visits; continuous parameters are an error."""
-        total = 1
+        >>> SearchSpace({"x": IntDistribution(1, 3), "y": FloatDistribution(0, 1, step=0.5)}).grid()
+        {'x': [1, 2], 'y': [0.0, 0.5]}
+        """
+        grid = {}
         for name, dist in self.distributions.items():
-            n = n_points(dist)
-            if n is None:
-                allowed = "brute_force needs choice(...), range(...) or int(interval(...))"
-                raise ConfigError(f"{key}.{name}", dist, allowed)
-            total *= n
-        return total
+            step = getattr(dist, "step", None)
+            if isinstance(dist, CategoricalDistribution):
+                grid[name] = list(dist.choices)
+            elif step is None:
+                raise ConfigError(f"{key}.{name}", dist, DISCRETE)
+            else:
+                width = dist.high - dist.low
+                n = round(width / step) + 1 if stop_included else int(width // step)
+                grid[name] = [dist.low + i * step for i in range(n)]
+        return grid
 
 
 def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ()) -> SearchSpace:
@@ -142,41 +150,6 @@ def to_distribution(override: Override, key: str) -> BaseDistribution:
     raise ConfigError(key, _source(override), SYNTAX)
 
 
-def grid_values(name: str, dist: BaseDistribution, key: str) -> list[Any]:
-    """The values ``GridSampler`` walks through, as the official plugin lists them.
-
-    Stepped distributions stop short of ``high`` (so ``range(1, 3)`` is 1, 2, as Python's
-    ``range``), though random and TPE sampling may draw ``high``.
-
-    >>> grid_values("x", IntDistribution(1, 3), "p")
-    [1, 2]
-    >>> grid_values("y", FloatDistribution(0.0, 1.0, step=0.5), "p")
-    [0.0, 0.5]
-    """
-    if isinstance(dist, CategoricalDistribution):
-        return list(dist.choices)
-    if isinstance(dist, IntDistribution) or (
-        isinstance(dist, FloatDistribution) and dist.step is not None
-    ):
-        n = int((dist.high - dist.low) // dist.step)
-        return [dist.low + i * dist.step for i in range(n)]
-    raise ConfigError(
-        f"{key}.{name}", dist, "a grid needs choice(...), range(...) or int(interval(...))"
-    )
-
-
-def n_points(dist: BaseDistribution) -> int | None:
-    """How many values a brute-force search of ``dist`` visits (``high`` included); None if
-    it is continuous."""
-    if isinstance(dist, CategoricalDistribution):
-        return len(dist.choices)
-    if isinstance(dist, IntDistribution) or (
-        isinstance(dist, FloatDistribution) and dist.step is not None
-    ):
-        return int(round((dist.high - dist.low) / dist.step)) + 1
-    return None
-
-
 def suggest(trial: Trial, name: str, dist: BaseDistribution) -> Any:
     """``trial.suggest_*`` for a distribution (the public counterpart of ``Trial._suggest``)."""
     if isinstance(dist, CategoricalDistribution):
@@ -206,7 +179,8 @@ def job_overrides(
 
 
 def format_value(value: Any) -> str:
-    """A Python value as Hydra override text (lists stay lists, odd strings get quoted)."""
+    """A Python value as Hydra override text (lists stay lists, odd strings get quoted); Hydra
+    parses override text but has no public writer of it."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -1,31 +1,28 @@
-"""Where a study lives, who is working on it, and a lock that works on any Optuna storage.
+"""Where a study lives, whether the process running a trial is alive, and a lock on a study.
 
 A storage is a journal file (the default, one per sweep directory; ``optuna-dashboard FILE``
 opens it) or an SQLAlchemy URL (``postgresql://...`` for many machines). Sweep processes
-coordinate through the storage only: :func:`study_lock` is a short critical section built from
-Optuna's atomic study creation, and :class:`Worker` says which process owns a trial. Whether that
-process is still alive: on an SQL storage, Optuna's per-trial heartbeat; on a journal, which has
-none, the owner's pid (same host) and a heartbeat the process writes into the study.
+coordinate through the storage only. Whether a trial's sweep process is alive: on an SQL
+storage, Optuna's per-trial heartbeat; on a journal, which has none, the owner's pid (same host)
+and a heartbeat the process writes into the trial.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import math
 import os
 import random
 import socket
 import threading
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.storages import (
     BaseStorage,
@@ -35,6 +32,7 @@ from optuna.storages import (
 )
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -42,9 +40,23 @@ from van_ablate.checks import first_line
 from van_ablate.errors import ConfigError
 
 JOURNAL_NAME = "optuna_journal.log"
-HEARTBEAT_KEY = "van_ablate.heartbeat."
-_STORAGE_MODULES = ("journal._storage", "_rdb.storage", "_in_memory")
-_CREATE_ATTEMPTS = 8
+# Optuna's heartbeat is SQL-only: on a journal the sweeper keeps its own, a trial system attr.
+HEARTBEAT = "van_ablate.heartbeat"
+HOST = socket.gethostname()
+
+
+@contextlib.contextmanager
+def optuna_experimental() -> Iterator[None]:
+    """Optuna's heartbeat API is marked experimental (and "meant for optimize()", which a sweep
+    that launches jobs cannot use); its warnings would print on every start and trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+        yield
+
+
+with optuna_experimental():  # a stale trial's parameters run once more, where it left off
+    RETRY_ONCE = RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True)
 
 
 def open_storage(
@@ -54,7 +66,7 @@ def open_storage(
 
     With ``stale_after_s``, an SQL storage records a heartbeat per running trial (Optuna's own
     mechanism): a trial without one for ``stale_after_s`` is failed by the next sweep process
-    that looks, and retried once (:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`).
+    that looks (:func:`optuna.storages.fail_stale_trials`), and retried once (:data:`RETRY_ONCE`).
 
     >>> open_storage("sweep/optuna_journal.log")  # doctest: +SKIP
     <optuna.storages.journal._storage.JournalStorage object at ...>
@@ -63,9 +75,8 @@ def open_storage(
     try:
         if "://" in storage:
             return _open_rdb(storage, stale_after_s)
-        path = Path(storage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(storage))
     except Exception as e:  # SQLAlchemy and OS errors alike: the URL cannot be opened
         raise ConfigError(key, storage, f"{allowed}; opening it failed: {first_line(e)}") from e
 
@@ -87,68 +98,43 @@ def _open_rdb(storage: str, stale_after_s: float | None) -> RDBStorage:
     heartbeat: dict[str, Any] = {}
     if stale_after_s is not None:
         grace = max(2, math.ceil(stale_after_s))
-        with optuna_experimental():
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True)
         heartbeat = dict(
             heartbeat_interval=max(1, grace // 4),
             grace_period=grace,
-            heartbeat_stale_trial_callback=retry,
+            heartbeat_stale_trial_callback=RETRY_ONCE,
         )
-    url = sqlalchemy_url(storage)
     # Processes opening a fresh database together race to create Optuna's tables (PostgreSQL
     # raises UniqueViolation / DuplicateTable); Optuna has no lock for it, so the loser retries
     # and finds the tables made.
     with optuna_experimental():
-        for _ in range(_CREATE_ATTEMPTS - 1):
-            try:
-                return RDBStorage(url, **heartbeat)
-            except (IntegrityError, ProgrammingError):
-                time.sleep(random.uniform(0.05, 0.5))
-        return RDBStorage(url, **heartbeat)
+        for _ in range(7):
+            with contextlib.suppress(IntegrityError, ProgrammingError):
+                return RDBStorage(sqlalchemy_url(storage), **heartbeat)
+            time.sleep(random.uniform(0.05, 0.5))
+        return RDBStorage(sqlalchemy_url(storage), **heartbeat)
 
 
-@contextlib.contextmanager
-def optuna_experimental() -> Iterator[None]:
-    """Optuna's heartbeat API is marked experimental (and "meant for optimize()", which a sweep
-    that launches jobs cannot use); its warnings would print on every start and trial."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
-        yield
+def has_trial_heartbeats(storage: BaseStorage) -> bool:
+    """Whether ``storage`` keeps Optuna's per-trial heartbeats (an SQL storage opened with them)."""
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
 
-@dataclass(frozen=True)
-class Worker:
-    """One sweep process: ``host`` + ``pid`` for a local liveness check, ``id`` for heartbeats."""
-
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any) -> Worker | None:
-        if not isinstance(d, dict) or not {"host", "pid", "id"} <= set(d):
-            return None
-        return cls(host=d["host"], pid=int(d["pid"]), id=d["id"])
+def owner() -> dict[str, Any]:
+    """This sweep process, as a trial's owner (or the lock's holder) records it."""
+    return {"host": HOST, "pid": os.getpid()}
 
 
-def is_alive(worker: Worker | None, study_attrs: dict[str, Any], stale_after_s: float) -> bool:
-    """Whether ``worker`` still runs: its pid on this host, and a recent heartbeat.
+def is_alive(trial: FrozenTrial, owner_key: str, stale_after_s: float) -> bool:
+    """Whether the sweep process that owns a running trial (on a journal) still runs: its pid
+    on this host, and a heartbeat (or the trial's start) less than ``stale_after_s`` ago.
 
     The heartbeat also catches a reused pid on this host, and is all there is for other hosts.
     """
-    if worker is None:
+    who = trial.system_attrs.get(owner_key) or {}
+    if who.get("host") == HOST and not _pid_alive(int(who.get("pid", -1))):
         return False
-    local = worker.host == socket.gethostname()
-    if local and not _pid_alive(worker.pid):
-        return False
-    beat = study_attrs.get(HEARTBEAT_KEY + worker.id)
-    if beat is None:
-        return local
-    return time.time() - float(beat) < stale_after_s
+    start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return time.time() - max(float(trial.system_attrs.get(HEARTBEAT, 0.0)), start) < stale_after_s
 
 
 def _pid_alive(pid: int) -> bool:
@@ -158,86 +144,72 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return not _is_zombie(pid)
+    with contextlib.suppress(OSError):  # a zombie has ended, though its pid is still taken
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return True
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+@contextlib.contextmanager
+def heartbeat(storage: BaseStorage, trial_ids: Sequence[int], interval_s: float) -> Iterator[None]:
+    """Beat for ``trial_ids`` while their jobs run: Optuna's heartbeat on an SQL storage (at its
+    own interval), else this process's time in each trial every ``interval_s``."""
+    optuna_beats = has_trial_heartbeats(storage)
+    if optuna_beats:
+        interval_s = float(storage.get_heartbeat_interval() or 1)
 
+    def beat(trial_id: int) -> None:
+        if optuna_beats:
+            storage.record_heartbeat(trial_id)
+        else:
+            storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
 
-def has_trial_heartbeats(storage: BaseStorage) -> bool:
-    """Whether ``storage`` keeps Optuna's per-trial heartbeats (an SQL storage opened with them)."""
-    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+    stop = threading.Event()
 
-
-class Heartbeat:
-    """Calls ``beat`` now and then every ``interval_s`` until closed."""
-
-    def __init__(self, beat: Callable[[], None], interval_s: float):
-        self._beat, self._interval = beat, interval_s
-        self._stop = threading.Event()
-        self._beat()
-        self._thread = threading.Thread(target=self._run, name="sweeper-heartbeat", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def of_worker(
-        cls, storage: BaseStorage, study_id: int, worker: Worker, interval_s: float
-    ) -> Heartbeat:
-        """``worker``'s time in the study: how a journal storage tells a live process."""
-        key = HEARTBEAT_KEY + worker.id
-        return cls(lambda: storage.set_study_system_attr(study_id, key, time.time()), interval_s)
-
-    @classmethod
-    def of_trials(cls, storage: RDBStorage, trial_ids: Sequence[int]) -> Heartbeat:
-        """Optuna's heartbeat of each of ``trial_ids`` at the storage's own interval."""
-
-        def beat() -> None:
+    def run() -> None:
+        while True:
             for trial_id in trial_ids:
-                storage.record_heartbeat(trial_id)
+                with contextlib.suppress(Exception):  # a missed beat only delays stale detection
+                    beat(trial_id)
+            if stop.wait(interval_s):
+                return
 
-        return cls(beat, float(storage.get_heartbeat_interval() or 1))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # a missed beat only delays stale detection
-                self._beat()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    thread = threading.Thread(target=run, name="sweeper-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager
 def study_lock(
-    storage: BaseStorage,
-    study_name: str,
-    worker: Worker,
-    stale_after_s: float = 120.0,
-    poll_s: float = 0.05,
+    storage: BaseStorage, study_name: str, stale_after_s: float = 120.0
 ) -> Iterator[None]:
     """Hold a lock named after ``study_name`` across every process sharing ``storage``.
 
-    Optuna creates a study name exactly once per storage (journal replay order, a unique key in
-    SQL), so creating ``<study>.lock`` acquires and deleting it releases. A lock whose holder
-    died, or that is older than ``stale_after_s``, is broken.
+    Optuna has none; it creates a study name exactly once per storage (journal replay order, a
+    unique key in SQL), so creating ``<study>.lock`` acquires and deleting it releases. A lock
+    whose holder died, or that is older than ``stale_after_s``, is broken.
     """
-    name = f"{study_name}.lock"
-    first_seen: dict[int, float] = {}
+    name, first_seen = f"{study_name}.lock", {}
     while True:
         try:
-            with quiet_study_creation():
+            with quiet_optuna():
                 lock_id = storage.create_new_study([StudyDirection.MINIMIZE], name)
+            break
         except DuplicatedStudyError:
-            _break_if_stale(storage, name, stale_after_s, first_seen)
-            time.sleep(poll_s)
-            continue
-        break
+            with contextlib.suppress(KeyError):  # KeyError: released meanwhile
+                lock_id = storage.get_study_id_from_name(name)
+                holder = storage.get_study_system_attrs(lock_id).get("holder") or {}
+                dead = holder.get("host") == HOST and not _pid_alive(holder["pid"])
+                # A lock without a holder yet: created a moment ago, or its creator died then.
+                since = holder.get("t", first_seen.setdefault(lock_id, time.time()))
+                if dead or time.time() - since > stale_after_s:
+                    storage.delete_study(lock_id)
+            time.sleep(0.05)
     try:
-        storage.set_study_system_attr(lock_id, "holder", {**worker.to_dict(), "t": time.time()})
+        storage.set_study_system_attr(lock_id, "holder", {**owner(), "t": time.time()})
         yield
     finally:
         with contextlib.suppress(KeyError):
@@ -245,35 +217,11 @@ def study_lock(
 
 
 @contextlib.contextmanager
-def quiet_study_creation() -> Iterator[None]:
-    """Storages log every study they create; a lock or a throwaway is not worth a line."""
-    loggers = [logging.getLogger(f"optuna.storages.{m}") for m in _STORAGE_MODULES]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
+def quiet_optuna() -> Iterator[None]:
+    """Optuna logs every study it creates; a lock or a throwaway is not worth a line."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _break_if_stale(
-    storage: BaseStorage, name: str, stale_after_s: float, first_seen: dict[int, float]
-) -> None:
-    try:
-        lock_id = storage.get_study_id_from_name(name)
-        holder = storage.get_study_system_attrs(lock_id).get("holder")
-    except KeyError:
-        return  # released meanwhile
-    now = time.time()
-    if holder is None:  # created, holder not written yet (or its process died right then)
-        dead, since = False, first_seen.setdefault(lock_id, now)
-    else:
-        worker = Worker.from_dict(holder)
-        dead = worker is not None and worker.host == socket.gethostname()
-        dead = dead and not _pid_alive(worker.pid)
-        since = float(holder.get("t", now))
-    if dead or now - since > stale_after_s:
-        with contextlib.suppress(KeyError):
-            storage.delete_study(lock_id)
+        optuna.logging.set_verbosity(verbosity)

@@ -1,8 +1,9 @@
 """Ask Optuna -> launch Hydra jobs with overrides -> jobs report per epoch -> tell Optuna.
 
-Everything a user can get wrong is checked in :func:`plan` before any job starts (one line
-naming the key, the value and what is allowed). The loop then claims trials under the storage
-lock (:mod:`van_ablate.sweep.coordinator`), launches them with the configured launcher
+The settings arrive as :class:`~hydra_plugins.van_ablate_sweeper.config.VanOptunaSweeperConf`;
+everything a user can get wrong is checked in :func:`plan` before any job starts (one line
+naming the key, the value and what is allowed). The loop then takes trials under the study lock
+(:mod:`van_ablate.sweep.coordinator`), launches them with the configured launcher
 (:mod:`van_ablate.sweep.launch`: one return per job, even for a job cancelled on SLURM), reads
 each job's outcome (:mod:`van_ablate.sweep.outcome`) and tells the study; a job that ended
 without a result fails its trial, which is retried once. Several processes may run the same
@@ -11,6 +12,7 @@ command on one storage; together they finish exactly ``n_trials``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,35 +28,33 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
+from optuna.pruners import BasePruner, NopPruner
+from optuna.samplers import BaseSampler, GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
+from van_ablate import checks
 from van_ablate.errors import ConfigError
 from van_ablate.io import atomic_write_text
+from van_ablate.results import HIGHER_IS_BETTER, OBJECTIVE_FIELDS
 from van_ablate.sweep import coordinator as co
 from van_ablate.sweep import summary as summ
 from van_ablate.sweep.factories import (
-    EXHAUSTIVE_SAMPLERS,
+    EXHAUSTIVE,
+    ONE_OBJECTIVE,
     make_pruner,
     make_sampler,
-    sampler_name,
+    sampler_class,
     worker_seed,
 )
 from van_ablate.sweep.launch import launch
 from van_ablate.sweep.outcome import Constraint, constraint_values, one_line, read_outcome
 from van_ablate.sweep.space import CustomSpace, SearchSpace, job_overrides, parse_space, quote
-from van_ablate.sweep.storage import (
-    JOURNAL_NAME,
-    Heartbeat,
-    Worker,
-    has_trial_heartbeats,
-    open_storage,
-    quiet_study_creation,
-    study_lock,
-)
+from van_ablate.sweep.storage import JOURNAL_NAME, heartbeat, open_storage, quiet_optuna, study_lock
 
 log = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "maximize")
-POLL_S = 2.0  # how often a process with nothing left to claim looks at its peers' trials
+POLL_S = 2.0  # how often a process with nothing left to take looks at its peers' trials
 
 
 class SweepAborted(ConfigError):
@@ -63,32 +63,30 @@ class SweepAborted(ConfigError):
 
 @dataclass
 class Plan:
-    """A validated sweep: what to search, how, and where the study lives."""
+    """A checked sweep: the settings, and what follows from them and the app's config."""
 
+    settings: VanOptunaSweeperConf
     study_name: str
     storage_url: str
     directions: list[str]
     objectives: list[str]
     space: SearchSpace
     custom: CustomSpace | None
-    sampler: optuna.samplers.BaseSampler
-    sampler_spec: dict[str, Any]
-    pruner_spec: dict[str, Any]
-    n_trials: int
-    n_jobs: int
-    max_failure_rate: float
+    sampler: BaseSampler
+    pruner: BasePruner
+    n_trials: int  # at most the points of an exhaustive sampler's space
     constraints: list[Constraint] = field(default_factory=list)
-    stale_after_s: float = 120.0
+    sampler_args: dict[str, Any] = field(default_factory=dict)  # a grid's search_space
 
     @property
     def pruning_study(self) -> str | None:
         """Optuna prunes one objective only: several get a twin study on the first one."""
-        pruning = self.pruner_spec.get("name", "none") != "none"
-        return f"{self.study_name}.pruning" if pruning and len(self.directions) > 1 else None
+        pruning = not isinstance(self.pruner, NopPruner) and len(self.directions) > 1
+        return f"{self.study_name}.pruning" if pruning else None
 
 
 class VanOptunaSweeperImpl(Sweeper):
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, settings: VanOptunaSweeperConf) -> None:
         self.settings = settings
         self.config: DictConfig | None = None
         self.job_idx = 0
@@ -104,33 +102,29 @@ class VanOptunaSweeperImpl(Sweeper):
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         assert self.config is not None
-        p = plan(self.settings, self.config, arguments, self.sweep_dir)
-        self._preflight(p)
+        self.p = p = plan(self.settings, self.config, arguments, self.sweep_dir)
+        self._preflight()
         # As Hydra's basic sweeper does: the sweep's config beside its trials (reports read the
         # sampler's startup count there); the same text from every worker, written atomically.
         atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        storage = open_storage(p.storage_url, stale_after_s=p.stale_after_s)
-        study, study_id = open_study(p, storage)
-        worker = Worker()
-        with study_lock(storage, p.study_name, worker, stale_after_s=p.stale_after_s):
-            joined = co.join(storage, study_id)
-        seed = worker_seed(p.sampler_spec.get("seed"), joined)
-        if seed is not None:
-            spec = {**p.sampler_spec, "seed": seed}
-            study.sampler = make_sampler(spec, p.space, len(p.directions))
+        self.storage = storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
+        self.study = study = open_study(p, storage)
+        self.twin = p.pruning_study and optuna.load_study(
+            study_name=p.pruning_study, storage=storage
+        )
+        with study_lock(storage, p.study_name, p.settings.stale_after_s):
+            joined = co.join(storage, storage.get_study_id_from_name(p.study_name))
+        seed = worker_seed(p.settings.sampler.get("seed"), joined)
+        if seed != p.settings.sampler.get("seed"):
+            study.sampler = make_sampler(p.settings.sampler, **p.sampler_args, seed=seed)
         log.info(
             f"Study {p.study_name} in {p.storage_url}: {p.n_trials} trials, "
             f"{type(study.sampler).__name__} (seed {seed}, process {joined} on this study), "
-            f"pruner {p.pruner_spec.get('name')}, directions {p.directions} for {p.objectives}"
+            f"pruner {type(p.pruner).__name__}, directions {p.directions} for {p.objectives}"
         )
-        heartbeat = None
-        if not has_trial_heartbeats(storage):
-            heartbeat = Heartbeat.of_worker(storage, study_id, worker, p.stale_after_s / 4)
         try:
-            self._loop(p, study, storage, study_id, worker)
+            self._loop()
         finally:
-            if heartbeat is not None:
-                heartbeat.close()
             result = summ.summarize(study, p.objectives, p.n_trials, p.storage_url)
             summ.write(result, self.sweep_dir)
             summ.report(result)
@@ -139,83 +133,57 @@ class VanOptunaSweeperImpl(Sweeper):
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _loop(self, p: Plan, study: optuna.Study, storage: Any, study_id: int, w: Worker) -> None:
-        twin = _load_twin(p, storage)
+    def _loop(self) -> None:
+        p, study, storage = self.p, self.study, self.storage
         while True:
-            batch: list[tuple[optuna.Trial, int, list[str]]] = []
-            with study_lock(storage, p.study_name, w, stale_after_s=p.stale_after_s):
-                for t in co.fail_stale(study, storage, study_id, p.stale_after_s):
+            batch: dict[int, tuple[optuna.Trial, list[str]]] = {}  # trial id -> trial, overrides
+            with study_lock(storage, p.study_name, p.settings.stale_after_s):
+                for t in co.fail_stale(study, storage, p.settings.stale_after_s):
                     log.warning(f"Trial {t.number} was left running by a stopped sweep: failed")
-                    _tell_twin(twin, t.system_attrs.get(co.PRUNING_TRIAL), TrialState.FAIL)
-                while len(batch) < p.n_jobs:
-                    trial = co.take_trial(study, storage, p.n_trials, w)
+                    self._tell_twin(t, TrialState.FAIL)
+                while len(batch) < p.settings.n_jobs:
+                    trial = co.take_trial(study, storage, p.n_trials)
                     if trial is None:
                         break
-                    trial_id = storage.get_trial_id_from_study_id_trial_number(
-                        study_id, trial.number
-                    )
-                    batch.append(
-                        (trial, trial_id, self._configure(p, storage, trial_id, trial, twin))
-                    )
+                    trial_id = co.trial_id_of(storage, study, trial.number)
+                    batch[trial_id] = (trial, self._configure(trial, trial_id))
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not batch:
                 if not running:
                     return
                 time.sleep(POLL_S)  # peers still run trials; one may die and need replacing
                 continue
-            beats = None
-            if has_trial_heartbeats(storage):
-                beats = Heartbeat.of_trials(storage, [trial_id for _, trial_id, _ in batch])
-            try:
-                returns = launch(self.launcher, [ov for _, _, ov in batch], self.job_idx)
-            finally:
-                if beats is not None:
-                    beats.close()
+            overrides = [o for _, o in batch.values()]
+            with heartbeat(storage, list(batch), p.settings.stale_after_s / 4):
+                returns = launch(self.launcher, self.config, overrides, self.job_idx)
             self.job_idx += len(returns)
-            for (trial, trial_id, _), ret in zip(batch, returns, strict=True):
-                self._tell(p, study, storage, twin, trial, storage.get_trial(trial_id), ret, w)
-            _check_failures(p, [storage.get_trial(trial_id) for _, trial_id, _ in batch])
+            for (trial_id, (trial, _)), ret in zip(batch.items(), returns, strict=True):
+                self._tell(trial, storage.get_trial(trial_id), ret)
+            _check_failures(p, [storage.get_trial(trial_id) for trial_id in batch])
 
-    def _configure(
-        self,
-        p: Plan,
-        storage: Any,
-        trial_id: int,
-        trial: optuna.Trial,
-        twin: optuna.Study | None,
-    ) -> list[str]:
+    def _configure(self, trial: optuna.Trial, trial_id: int) -> list[str]:
         """Suggest the trial's parameters and build its job's overrides."""
+        p = self.p
         try:
             overrides = job_overrides(trial, p.space, p.custom, self.config)
         except Exception as e:
             trial.set_user_attr(co.REASON, one_line(e))
-            trial.study.tell(trial, state=TrialState.FAIL)
+            self.study.tell(trial, state=TrialState.FAIL)
             raise
         if p.space.fixed:
             trial.set_user_attr("fixed", p.space.fixed)
-        if twin is not None:
-            twin_number = twin.ask().number
-            storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, twin_number)
-        root = co.root_number(storage.get_trial(trial_id))
+        if self.twin:
+            self.storage.set_trial_system_attr(trial_id, co.PRUNING_TRIAL, self.twin.ask().number)
         return [
             *overrides,
             f"++trial.storage={quote(p.storage_url)}",
             f"++trial.study_name={quote(p.study_name)}",
             f"++trial.number={trial.number}",
-            f"hydra.sweep.subdir=trial_{root}",
+            f"hydra.sweep.subdir=trial_{co.root_number(self.storage.get_trial(trial_id))}",
         ]
 
-    def _tell(
-        self,
-        p: Plan,
-        study: optuna.Study,
-        storage: Any,
-        twin: optuna.Study | None,
-        trial: optuna.Trial,
-        frozen: FrozenTrial,
-        ret: JobReturn,
-        w: Worker,
-    ) -> None:
+    def _tell(self, trial: optuna.Trial, frozen: FrozenTrial, ret: JobReturn) -> None:
+        p = self.p
         run_dir = self.sweep_dir / f"trial_{co.root_number(frozen)}"
         if ret.hydra_cfg is not None:
             run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
@@ -239,26 +207,27 @@ class VanOptunaSweeperImpl(Sweeper):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         values = outcome.values if state == TrialState.COMPLETE else None
-        if outcome.retry:  # under the lock: a peer must not count the trial before its retry
-            study_id = storage.get_study_id_from_name(p.study_name)
-            with study_lock(storage, p.study_name, w, stale_after_s=p.stale_after_s):
-                if co.fail(study, storage, study_id, frozen, reason):
-                    reason += "; retried"
-        else:
-            _tell(study, trial, values, state)
-        first = [values[0]] if values else None
-        _tell_twin(twin, frozen.system_attrs.get(co.PRUNING_TRIAL), state, first)
+        if not outcome.retry:
+            _tell(self.study, trial, values, state)
+        elif co.fail(self.study, self.storage, frozen, reason):
+            reason += "; retried"
+        self._tell_twin(frozen, state, [values[0]] if values else None)
         epochs = attrs.get("epochs_done", len(frozen.intermediate_values))
         detail = values if values else (reason or f"after {epochs} epochs")
         log.info(f"Trial {trial.number} {state.name}: {detail}  params {trial.params}")
 
+    def _tell_twin(self, trial: FrozenTrial, state: TrialState, values: Any = None) -> None:
+        number = trial.system_attrs.get(co.PRUNING_TRIAL)
+        if self.twin and number is not None:
+            _tell(self.twin, int(number), values if state == TrialState.COMPLETE else None, state)
+
     # -- checks before any job --------------------------------------------------------------
 
-    def _preflight(self, p: Plan) -> None:
+    def _preflight(self) -> None:
         """Compose one job's config from a throwaway trial: bad keys fail before any job."""
-        with quiet_study_creation():
-            trial = optuna.create_study(directions=p.directions).ask()
-        overrides = job_overrides(trial, p.space, p.custom, self.config)
+        with quiet_optuna():
+            trial = optuna.create_study(directions=self.p.directions).ask()
+        overrides = job_overrides(trial, self.p.space, self.p.custom, self.config)
         overrides += ["++trial.storage=null", "++trial.study_name=null", "++trial.number=0"]
         try:
             self.validate_batch_is_legal([overrides])
@@ -276,80 +245,61 @@ class VanOptunaSweeperImpl(Sweeper):
 
 
 def plan(
-    settings: dict[str, Any], config: DictConfig, arguments: Sequence[str], sweep_dir: Path
+    s: VanOptunaSweeperConf, config: DictConfig, arguments: Sequence[str], sweep_dir: Path
 ) -> Plan:
-    """Validate the sweeper settings against the app's config; nothing is written yet."""
-    s = {k: _plain(v) for k, v in settings.items()}
-    if s.get("search_space"):
+    """Check the sweeper settings against the app's config; nothing is written yet."""
+    if s.search_space:
         allowed = "the pre-1.2 form of the official plugin; write the space as hydra.sweeper.params"
-        raise ConfigError("hydra.sweeper.search_space", s["search_space"], allowed)
-    direction = s.get("direction")
-    if direction is None:
-        direction = _default_direction(config)
-    directions = direction if isinstance(direction, list) else [direction]
-    for d in directions:
-        if d not in DIRECTIONS:
-            allowed = f"must be one of {', '.join(DIRECTIONS)}"
-            raise ConfigError("hydra.sweeper.direction", d, allowed)
-    objectives = _objectives(config, len(directions))
-    if len(objectives) != len(directions):
-        allowed = f"needs one direction per objective {objectives} ({len(objectives)})"
-        raise ConfigError("hydra.sweeper.direction", directions, allowed)
-    for key in ("n_trials", "n_jobs"):
-        if not isinstance(s[key], int) or s[key] < 1:
-            raise ConfigError(f"hydra.sweeper.{key}", s[key], "must be an integer >= 1")
-    rate = s["max_failure_rate"]
-    if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-        raise ConfigError("hydra.sweeper.max_failure_rate", rate, "must be a number in [0, 1]")
-    space = parse_space(s.get("params"), arguments)
-    custom = None
-    if s.get("custom_search_space"):
-        try:
-            custom = get_method(s["custom_search_space"])
-        except Exception as e:
-            allowed = "must name a function fn(cfg, trial)"
-            name = s["custom_search_space"]
-            raise ConfigError("hydra.sweeper.custom_search_space", name, allowed) from e
-    sampler_spec = s.get("sampler") or {"name": "tpe"}
-    sampler = make_sampler(sampler_spec, space, len(directions))
-    n_trials = s["n_trials"]
-    name = sampler_name(sampler_spec)
-    if name in EXHAUSTIVE_SAMPLERS and space.distributions:
-        size = math.prod(len(v) for v in space.grid().values()) if name == "grid" else None
-        n_trials = min(n_trials, size or space.n_points())
-    pruner_spec = s.get("pruner") or {"name": "none"}
-    make_pruner(pruner_spec)  # validated here, rebuilt by every job from the study
-    if not s.get("study_name"):
-        raise ConfigError("hydra.sweeper.study_name", s.get("study_name"), "must be a name")
-    storage_url = s.get("storage") or str(sweep_dir / JOURNAL_NAME)
+        raise ConfigError("hydra.sweeper.search_space", s.search_space, allowed)
+    directions, objectives = _objectives(config, s.direction)
+    checks.at_least("hydra.sweeper.n_trials", s.n_trials, 1)
+    checks.at_least("hydra.sweeper.n_jobs", s.n_jobs, 1)
+    checks.in_range("hydra.sweeper.max_failure_rate", s.max_failure_rate, 0, 1)
+    if not s.study_name:
+        raise ConfigError("hydra.sweeper.study_name", s.study_name, "must be a name")
+    space = parse_space(s.params, arguments)
+    try:
+        custom = get_method(s.custom_search_space) if s.custom_search_space else None
+    except Exception as e:
+        key, allowed = "hydra.sweeper.custom_search_space", "must name a function fn(cfg, trial)"
+        raise ConfigError(key, s.custom_search_space, allowed) from e
+    cls = sampler_class(s.sampler)
+    if len(directions) > 1 and issubclass(cls, ONE_OBJECTIVE):
+        allowed = "handles one objective; for several use nsgaii, tpe, gp or random"
+        raise ConfigError("hydra.sweeper.sampler._target_", s.sampler["_target_"], allowed)
+    sampler_args = {"search_space": space.grid()} if issubclass(cls, GridSampler) else {}
+    n_trials = s.n_trials
+    if issubclass(cls, EXHAUSTIVE) and space.distributions:
+        points = space.grid(stop_included=not issubclass(cls, GridSampler))
+        n_trials = min(n_trials, math.prod(map(len, points.values())))
+    storage_url = s.storage or str(sweep_dir / JOURNAL_NAME)
     if "://" not in storage_url:
         storage_url = str(Path(storage_url).absolute())
-    constraints = [Constraint.parse(c) for c in s.get("constraints") or []]
-    _check_fields(config, [c.field for c in constraints], "hydra.sweeper.constraints")
+    constraints = [Constraint.parse(c) for c in s.constraints or []]
+    if OmegaConf.select(config, "objective") is not None:  # our app: results.json's fields
+        for c in constraints:
+            checks.one_of("hydra.sweeper.constraints", c.field, OBJECTIVE_FIELDS)
     return Plan(
-        study_name=str(s["study_name"]),
+        settings=s,
+        study_name=str(s.study_name),
         storage_url=storage_url,
         directions=directions,
         objectives=objectives,
         space=space,
         custom=custom,
-        sampler=sampler,
-        sampler_spec=dict(sampler_spec),
-        pruner_spec=pruner_spec,
+        sampler=make_sampler(s.sampler, **sampler_args),
+        pruner=make_pruner(s.pruner),  # checked here, rebuilt by every job from the study
         n_trials=n_trials,
-        n_jobs=s["n_jobs"],
-        max_failure_rate=float(rate),
         constraints=constraints,
-        stale_after_s=float(s.get("stale_after_s", 120.0)),
+        sampler_args=sampler_args,
     )
 
 
-def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
+def open_study(p: Plan, storage: Any) -> optuna.Study:
     """Create or resume the study; a resumed one must have the same space and objectives."""
-    pruner = make_pruner(p.pruner_spec)
     if p.study_name in optuna.get_all_study_names(storage):  # resume without Optuna's log line
         study = optuna.load_study(
-            study_name=p.study_name, storage=storage, sampler=p.sampler, pruner=pruner
+            study_name=p.study_name, storage=storage, sampler=p.sampler, pruner=p.pruner
         )
     else:
         study = optuna.create_study(
@@ -357,7 +307,7 @@ def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
             study_name=p.study_name,
             directions=p.directions,
             sampler=p.sampler,
-            pruner=pruner,
+            pruner=p.pruner,
             load_if_exists=True,
         )
     study_id = storage.get_study_id_from_name(p.study_name)
@@ -370,7 +320,7 @@ def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
         "search_space": p.space.to_json(),
         "custom_search_space": getattr(p.custom, "__qualname__", None),
         "objective": p.objectives,
-        "pruner": p.pruner_spec,
+        "pruner": dict(p.settings.pruner or {}),
         "pruning_study": p.pruning_study,
     }
     old = storage.get_study_system_attrs(study_id).get(co.SWEEP)
@@ -390,13 +340,7 @@ def open_study(p: Plan, storage: Any) -> tuple[optuna.Study, int]:
             direction=p.directions[0],
             load_if_exists=True,
         )
-    return study, study_id
-
-
-def _load_twin(p: Plan, storage: Any) -> optuna.Study | None:
-    if p.pruning_study is None:
-        return None
-    return optuna.load_study(study_name=p.pruning_study, storage=storage)
+    return study
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial | int, values: Any, state: TrialState) -> None:
@@ -409,77 +353,53 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, values: Any, state: Tr
             raise
 
 
-def _tell_twin(
-    twin: optuna.Study | None, number: int | None, state: TrialState, values: Any = None
-) -> None:
-    if twin is not None and number is not None:
-        _tell(twin, int(number), values if state == TrialState.COMPLETE else None, state)
-
-
 def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
     """Stop when more than ``max_failure_rate`` of one batch failed (the official rule)."""
     failed = [t for t in batch if t.state == TrialState.FAIL]
-    if len(failed) > p.max_failure_rate * len(batch):
-        last = failed[-1]
+    rate = p.settings.max_failure_rate
+    if len(failed) > rate * len(batch):
         raise SweepAborted(
             "hydra.sweeper.max_failure_rate",
-            p.max_failure_rate,
+            rate,
             f"{len(failed)} of the {len(batch)} trials of a batch failed (more than this "
-            f"fraction of a batch of n_jobs); sweep stopped; last, #{last.number}: "
-            f"{co.reason(last)}",
+            f"fraction of a batch of n_jobs); sweep stopped; last, #{failed[-1].number}: "
+            f"{co.reason(failed[-1])}",
         )
 
 
-def _default_direction(config: DictConfig) -> str | list[str]:
-    """``minimize``, the official default, unless the app's objective is better higher."""
+def _objectives(config: DictConfig, direction: Any) -> tuple[list[str], list[str]]:
+    """The directions, and the objectives they go with: the app's ``objective`` list (fields of
+    results.json), or anonymous values. Unset, the direction is ``minimize`` (the official
+    default), except for an objective that is better higher."""
     names = OmegaConf.select(config, "objective")
-    if names is None:
-        return "minimize"
-    from van_ablate.results import HIGHER_IS_BETTER
-
-    names = [str(n) for n in (names if not isinstance(names, str) else [names])]
-    higher = [n for n in names if n in HIGHER_IS_BETTER]
-    if higher:
+    names = (
+        None if names is None else [str(n) for n in ([names] if isinstance(names, str) else names)]
+    )
+    for name in names or []:
+        checks.one_of("objective", name, OBJECTIVE_FIELDS)
+    higher = [n for n in names or [] if n in HIGHER_IS_BETTER]
+    if direction is None and higher:
         allowed = (
             f"must be set: the objective {higher[0]} is better higher and the official default, "
             f"minimize, would minimise it; give one of minimize, maximize per objective {names}"
         )
         raise ConfigError("hydra.sweeper.direction", None, allowed)
-    return "minimize" if len(names) == 1 else ["minimize"] * len(names)
-
-
-def _objectives(config: DictConfig, n_directions: int) -> list[str]:
-    """The app's ``objective`` list (checked against results.json), or anonymous values."""
-    names = OmegaConf.select(config, "objective")
+    direction = ["minimize"] * len(names or [0]) if direction is None else direction
+    directions = list(direction) if isinstance(direction, (list, tuple)) else [direction]
+    for d in directions:
+        checks.one_of("hydra.sweeper.direction", d, DIRECTIONS)
     if names is None:
-        return [f"value_{i}" for i in range(n_directions)] if n_directions > 1 else ["value"]
-    names = [str(n) for n in (names if not isinstance(names, str) else [names])]
-    _check_fields(config, names, "objective")
-    return names
-
-
-def _check_fields(config: DictConfig, names: list[str], key: str) -> None:
-    if OmegaConf.select(config, "objective") is None:
-        return  # not our training app: its results have no known schema
-    from van_ablate.results import OBJECTIVE_FIELDS
-
-    for name in names:
-        if name not in OBJECTIVE_FIELDS:
-            raise ConfigError(key, name, f"must be one of {', '.join(OBJECTIVE_FIELDS)}")
+        names = [f"value_{i}" for i in range(len(directions))] if len(directions) > 1 else ["value"]
+    if len(names) != len(directions):
+        allowed = f"needs one direction per objective {names} ({len(names)})"
+        raise ConfigError("hydra.sweeper.direction", directions, allowed)
+    return directions, names
 
 
 def _changed(old_json: str, new_json: str) -> str:
-    import json
-
     old, new = json.loads(old_json), json.loads(new_json)
     keys = set()
     for part in ("distributions", "fixed"):
         a, b = old.get(part, {}), new.get(part, {})
         keys |= {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
     return ", ".join(sorted(keys)) or "?"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value

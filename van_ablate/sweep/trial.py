@@ -58,7 +58,7 @@ class _StudyLink:
             allowed = f"no such study in {storage_url}; the sweeper creates it"
             raise ConfigError("trial.study_name", study_name, allowed) from None
         sweep = self.storage.get_study_system_attrs(self.study_id).get(SWEEP, {})
-        pruner = make_pruner(sweep.get("pruner", {"name": "none"}))
+        pruner = make_pruner(sweep.get("pruner"))
         self.study = self._load(study_name, pruner)
         twin = sweep.get("pruning_study")
         self.twin = self._load(twin, pruner) if twin else None
