@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from scipy import stats as sps
 
 from van_ablate.errors import ConfigError
 from van_ablate.sweep import adaptive
@@ -278,3 +279,33 @@ def test_settings_are_checked_when_the_sampler_is_built():
 
 def test_the_examples_in_the_docstrings_hold():
     assert doctest.testmod(adaptive).failed == 0
+
+
+def test_the_early_stop_decides_a_large_difference_at_min_seeds():
+    rule = dict(rows=("base", "k3"), baseline="base", min_seeds=3, max_seeds=6, target=0.1)
+    base = [90.0, 95.0, 88.0]
+    row = [30.0, 41.0, 35.0]  # Δ -60, -54, -53: sd 3.8
+    records = [("base", s, v, "COMPLETE") for s, v in enumerate(base)]
+    records += [("k3", s, v, "COMPLETE") for s, v in enumerate(row)]
+    early = row_status(records, Rule(**rule, early_stop=True))["k3"]
+    assert (early.stop, early.n) == ("decided (early)", 3)
+    assert row_status(records, Rule(**rule))["k3"].stop is None  # the width alone: not yet
+    # the spent level by hand: K = 6 - 3 + 1 = 4 looks, alpha / 4 each, t with 2 df
+    half = sps.t.ppf(1 - 0.05 / 4 / 2, 2) * np.std(np.subtract(row, base), ddof=1) / math.sqrt(3)
+    assert (
+        8.8 < sps.t.ppf(1 - 0.05 / 4 / 2, 2) < 9.0 and abs(np.mean(np.subtract(row, base))) > half
+    )
+
+
+def test_the_early_stop_keeps_false_decisions_under_five_percent():
+    # a row equal to the baseline, looked at after every seed: alpha spent over the looks
+    rule = Rule(("base", "row"), "base", min_seeds=3, max_seeds=10, target=0.01, early_stop=True)
+    rng, early = np.random.default_rng(1), 0
+    for _ in range(1000):
+        deltas = rng.normal(0.0, 6.0, rule.max_seeds)
+        records = []
+        while (point := next_point(records, rule)) is not None:
+            row, seed = point
+            records.append((row, seed, 50.0 + deltas[seed] * (row == "row"), "COMPLETE"))
+        early += row_status(records, rule)["row"].stop == "decided (early)"
+    assert early / 1000 <= NOMINAL

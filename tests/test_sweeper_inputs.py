@@ -83,12 +83,24 @@ def test_every_sampler_and_pruner_group_option_builds_its_optuna_class(tmp_path)
     store = ConfigStore.instance()
     for name in SAMPLERS:
         node = store.load(f"hydra/sweeper/sampler/{name}.yaml").node
-        directions = ["maximize"] if name == "cmaes" else ["maximize", "minimize"]
+        one = name in ("cmaes", "adaptive")
+        directions = ["maximize"] if one else ["maximize", "minimize"]
         config = OmegaConf.create(
             {"objective": ["best.val_top1", "complexity.macs"][: len(directions)]}
         )
         sampler = {**OmegaConf.to_container(node), "seed": 0}
-        p = make_plan(tmp_path, config, sampler=sampler, direction=directions)
+        # the adaptive sampler chooses rows and seeds: its space has both axes
+        axes = ["+ablation=choice(baseline,k7)", "seed=range(0,10)"] if name == "adaptive" else []
+        params = None if name == "adaptive" else settings().params
+        p = make_plan(
+            tmp_path,
+            config,
+            sampler=sampler,
+            direction=directions,
+            arguments=axes,
+            params=params,
+            n_trials=20,
+        )
         assert type(p.sampler) is get_class(node._target_)
     for name in PRUNERS:
         node = store.load(f"hydra/sweeper/pruner/{name}.yaml").node
@@ -203,3 +215,47 @@ def test_pruner_none_switches_off_a_study_s_tuned_pruner(tmp_path):
     p = make_plan(tmp_path, pruner={**PRUNERS["none"], "n_startup_trials": 4})
     assert p.pruning_study is None
     assert type(p.pruner).__name__ == "NopPruner"
+
+
+ADAPTIVE = {"_target_": "van_ablate.sweep.adaptive.AdaptiveSampler", "baseline": "baseline"}
+ROWS_AND_SEEDS = ["+ablation=choice(baseline,k7,sigmoid)", "seed=range(0,10)"]
+
+
+def adaptive_plan(tmp_path, arguments=ROWS_AND_SEEDS, n_trials=100, **sampler):
+    return make_plan(
+        tmp_path,
+        sampler={**ADAPTIVE, **sampler},
+        arguments=arguments,
+        n_trials=n_trials,
+        params=None,
+    )
+
+
+def test_an_adaptive_study_takes_its_rows_from_the_row_axis_and_caps_trials_at_max_seeds(
+    tmp_path,
+):
+    p = adaptive_plan(tmp_path, min_seeds=3, max_seeds=6)
+    assert p.sampler.rule.rows == ("baseline", "k7", "sigmoid")
+    assert p.n_trials == 3 * 6
+
+
+@pytest.mark.parametrize(
+    "arguments, n_trials, sampler, key, message",
+    [
+        (ROWS_AND_SEEDS, 100, dict(min_seeds=5, max_seeds=3), "max_seeds", "an integer >= 5"),
+        (ROWS_AND_SEEDS, 100, dict(target=0.0), "target", "must be a number > 0"),
+        (ROWS_AND_SEEDS, 100, dict(target=-1.0), "target", "must be a number > 0"),
+        (ROWS_AND_SEEDS, 8, dict(min_seeds=3), "n_trials", "min_seeds: 3 rows x 3 = 9"),
+        (["+ablation=choice(baseline,k7)", "seed=0"], 100, {}, "params", "needs a seed axis"),
+        (["seed=range(0,10)"], 100, {}, "params", "needs a +ablation axis"),
+        (["+ablation=choice(baseline,k7)", "seed=range(0,4)"], 100, {}, "seed", "seeds 0 .. 9"),
+        (["+ablation=choice(k7,sigmoid)", "seed=range(0,10)"], 100, {}, "baseline", "k7"),
+    ],
+)  # fmt: skip
+def test_an_adaptive_study_is_refused_in_one_line(
+    tmp_path, arguments, n_trials, sampler, key, message
+):
+    with pytest.raises(ConfigError) as err:
+        adaptive_plan(tmp_path, arguments, n_trials, **sampler)
+    text = str(err.value)
+    assert key in text.split("=")[0] and message in text and "\n" not in text

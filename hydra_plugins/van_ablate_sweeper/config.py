@@ -30,6 +30,9 @@ SAMPLERS: Dict[str, Dict[str, Any]] = {
     "gp": dict(_target_="optuna.samplers.GPSampler"),
     "qmc": dict(_target_="optuna.samplers.QMCSampler"),
     "cmaes": dict(_target_="optuna.samplers.CmaEsSampler"),
+    # seeds where the answer is still open (van_ablate.sweep.adaptive); its rows are the
+    # choices of row_param in params, as a grid's points are
+    "adaptive": dict(_target_="van_ablate.sweep.adaptive.AdaptiveSampler", baseline="baseline"),
 }
 # Jobs report their per-epoch metric with step = epochs done (1-based).
 PRUNERS: Dict[str, Dict[str, Any]] = {
@@ -53,6 +56,7 @@ class VanOptunaSweeperConf:
     )
 
     # hydra/sweeper/sampler: tpe | random | grid | brute_force | nsgaii | nsgaiii | gp | qmc | cmaes
+    # | adaptive
     sampler: Dict[str, Any] = MISSING
     # hydra/sweeper/pruner: none | median | percentile | hyperband | successive_halving | threshold
     pruner: Dict[str, Any] = MISSING
@@ -82,6 +86,13 @@ class VanOptunaSweeperConf:
     # A trial is stale when its sweep process is gone: same host at once (pid), other hosts
     # after this long without a heartbeat.
     stale_after_s: float = 120.0
+    # Before the first trial, time every row on this device and print the study's expected
+    # cost (van_ablate.sweep.forecast); dry_run: print only that, and launch nothing.
+    forecast: bool = True
+    dry_run: bool = False
+    # Device hours the study may spend (its finished trials' durations added up, so a rerun
+    # continues the count); a new study whose forecast exceeds it is refused. null: no limit.
+    budget_h: Optional[float] = None
 
 
 store = ConfigStore.instance()

@@ -14,7 +14,8 @@ The rule:
    (seeds still running count as if they will keep today's spread).
 3. A row stops when its paired-t interval's half-width is at most ``target`` ("decided" if the
    interval excludes 0 or lies within ±``equivalence``, else "precise"), when its confidence
-   sequence excludes 0 (only with ``anytime_stop``: "decided (anytime)"), or when it has
+   sequence excludes 0 (only with ``anytime_stop``: "decided (anytime)"), when its
+   alpha-spending interval excludes 0 (only with ``early_stop``: "decided (early)"), or when it has
    ``max_seeds`` ("max seeds"). Once every row has stopped, the sampler calls ``study.stop()``.
 
 Which interval is valid under this stopping:
@@ -31,6 +32,13 @@ Which interval is valid under this stopping:
   from the first ``min_seeds`` Δs only, so the seeds a row gets depend on those alone, and the
   interval over all n seeds has its 95 %. The price is seeds: at ``min_seeds`` = 5 about 1.3 to
   1.4 times the running rule's, at 3 about 2 times (t with 2 degrees of freedom is 4.3).
+- ``early_stop`` stops a row as soon as its paired t interval at level 1 - alpha / K
+  excludes 0, K = max_seeds - min_seeds + 1 being the most looks a row can get ("decided
+  (early)"). Bonferroni alpha spending: each look spends alpha / K, so by the union bound the
+  chance of any false "decided (early)" is at most alpha under any stopping and allocation,
+  and each look's t interval is exact at its n for normal Δs. It decides a large Δ at
+  ``min_seeds`` (at K = 4, n = 3: t = 8.9 instead of 4.3), which the range-only confidence
+  sequence below cannot do before about 15 seeds.
 - The confidence sequence (``stats.betting_cs`` over [-100, 100]) covers the true Δ at every n
   at once (Ville's inequality), for any bounded Δ, so stopping at its first exclusion of 0
   keeps a false "decided (anytime)" below 5 %, whatever else the rule does. Knowing only the
@@ -94,12 +102,13 @@ class Rule:
     equivalence: float = 2.0
     anytime_stop: bool = False
     two_stage: bool = False
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         checks.one_of(f"{KEY}.baseline", self.baseline, self.rows)
         checks.at_least(f"{KEY}.min_seeds", self.min_seeds, 2)
         checks.at_least(f"{KEY}.max_seeds", self.max_seeds, self.min_seeds)
-        checks.in_range(f"{KEY}.target", self.target, 0.0, DELTA_RANGE)
+        checks.above(f"{KEY}.target", self.target, 0.0)
         checks.in_range(f"{KEY}.equivalence", self.equivalence, 0.0, DELTA_RANGE)
 
     @property
@@ -228,6 +237,8 @@ class AdaptiveSampler(BaseSampler):
         equivalence: float = 2.0,
         anytime_stop: bool = False,
         two_stage: bool = False,
+        early_stop: bool = False,
+        seed: int | None = None,  # the rule draws nothing at random; every sampler takes a seed
     ) -> None:
         self.rule = Rule(
             tuple(rows),
@@ -238,6 +249,7 @@ class AdaptiveSampler(BaseSampler):
             equivalence,
             anytime_stop,
             two_stage,
+            early_stop,
         )
         self.row_param, self.seed_param = row_param, seed_param
 
@@ -369,11 +381,28 @@ def _stop(
     if len(deltas) >= rule.min_seeds:
         if cs and not cs[0].low <= 0.0 <= cs[0].high:
             return "decided (anytime)"
+        if rule.early_stop and len(deltas) > 1 and _excludes_zero_early(deltas, rule):
+            return "decided (early)"
         if half_width <= rule.target:
             low, high = deltas.mean() - half_width, deltas.mean() + half_width
             inside = -rule.equivalence <= low and high <= rule.equivalence
             return "decided" if low > 0 or high < 0 or inside else "precise"
     return "max seeds" if read >= rule.max_seeds else None
+
+
+def _excludes_zero_early(deltas: np.ndarray, rule: Rule) -> bool:
+    """Whether the paired t interval over ``deltas`` at level 1 - alpha / looks excludes 0.
+
+    Bonferroni alpha spending: a row is looked at with n = min_seeds ... max_seeds Δs, at most
+    ``looks`` times, and each look spends alpha / looks; by the union bound the chance that any
+    look falsely excludes 0 is at most alpha, whatever the looks led to (which row got the next
+    seed, when a row stopped). Each look's t interval is exact at its n for normal Δs.
+    """
+    looks = rule.max_seeds - max(rule.min_seeds, 2) + 1
+    n = len(deltas)
+    level = 1 - (1 - stats.CONFIDENCE) / looks / 2
+    half = float(student_t.ppf(level, n - 1)) * float(np.std(deltas, ddof=1)) / math.sqrt(n)
+    return abs(float(np.mean(deltas))) > half
 
 
 def _prefix_half_widths(deltas: np.ndarray, stage: int | None = None) -> np.ndarray:

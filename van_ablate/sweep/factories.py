@@ -109,4 +109,6 @@ def _build(spec: Mapping[str, Any], key: str, table: Mapping, given: dict[str, A
         return instantiate({"_target_": spec["_target_"], "_convert_": "all"}, **kwargs)
     except InstantiationException as e:  # the class refused a value, or needs a package
         cause = e.__cause__ or e
+        if isinstance(cause, ConfigError):  # ours (the adaptive sampler) names its key itself
+            raise cause from None
         raise ConfigError(key, kwargs, f"{cls.__name__}: {checks.first_line(cause)}") from e

@@ -18,7 +18,10 @@ slower; the README compares a forecast with the measured wall time of the same s
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import random
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -27,9 +30,11 @@ from van_ablate.config import Config
 from van_ablate.data.loaders import build_loaders
 from van_ablate.model.spec import ModelSpec
 
-__all__ = ["Forecast", "RowCost", "forecast", "time_row"]
+__all__ = ["Forecast", "RowCost", "forecast", "study_rows", "time_row"]
 
 TIMED_STEPS = 3  # a few steps: the forecast must cost seconds, not a trial
+MAX_ROWS = 12  # a larger space is forecast from this many of its points, drawn at random
+SEED_PARAM = "seed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +59,8 @@ class Forecast:
     """A study's rows with the trials each is expected to get (and at worst), and the total."""
 
     rows: tuple[RowCost, ...]
-    expected: Mapping[str, int]
-    worst: Mapping[str, int]
+    expected: Mapping[str, float]
+    worst: Mapping[str, float]
     threads: int
 
     @property
@@ -74,7 +79,7 @@ class Forecast:
         ]
         for r in self.rows:
             n, worst = self.expected[r.row], self.worst[r.row]
-            trials = f"{n}" if n == worst else f"{n} to {worst}"
+            trials = f"{n:.3g}" if n == worst else f"{n:.3g} to {worst:.3g}"
             out.append(
                 f"  {r.row}: {r.train_img_s:.0f} train img/s, {r.forward_img_s:.0f} eval img/s, "
                 f"{r.trial_s / 60:.1f} min a trial x {trials} trials"
@@ -82,8 +87,43 @@ class Forecast:
         total = f"  expected {self.expected_h:.2f} h"
         if self.worst_h > self.expected_h:
             total += f", worst case {self.worst_h:.2f} h"
-        out.append(f"{total} ({sum(self.expected.values())} trials)")
+        out.append(f"{total} ({sum(self.expected.values()):.0f} trials)")
         return out
+
+
+def study_rows(
+    grid: Mapping[str, list[Any]] | None,
+    n_trials: int,
+    seeds: tuple[int, int] | None = None,
+    sample: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], dict[str, float]]:
+    """The rows to time (label -> parameters), and the trials each is expected to get and at
+    worst. ``grid``: every value of every parameter (None for a continuous space, which is
+    forecast from ``sample``, points drawn from it); the seed axis is not a row. ``seeds``:
+    (min_seeds, max_seeds) of an adaptive study.
+
+    >>> rows, n, worst = study_rows({"+ablation": ["a", "b"], "seed": [0, 1, 2]}, 1000)
+    >>> list(rows), n
+    (['+ablation=a', '+ablation=b'], {'+ablation=a': 3.0, '+ablation=b': 3.0})
+    """
+    if grid is None:
+        points = sample or [{}]
+    else:
+        axes = {k: v for k, v in grid.items() if k != SEED_PARAM}
+        points = [
+            dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+        ]
+    total = len(points)
+    if total > MAX_ROWS:
+        points = random.Random(0).sample(points, MAX_ROWS)
+    rows = {" ".join(f"{k}={v}" for k, v in p.items()) or "(fixed)": p for p in points}
+    if seeds is not None:
+        expected = dict.fromkeys(rows, float(seeds[0]))
+        worst = dict.fromkeys(rows, float(seeds[1]))
+    else:  # every point of a grid with each seed, or as many trials as n_trials allows
+        trials = n_trials if grid is None else min(n_trials, total * len(grid.get(SEED_PARAM, [0])))
+        expected = worst = dict.fromkeys(rows, trials / len(rows))
+    return rows, expected, worst
 
 
 def time_row(row: str, cfg: Config, steps: int = TIMED_STEPS) -> RowCost:
@@ -122,7 +162,9 @@ def time_row(row: str, cfg: Config, steps: int = TIMED_STEPS) -> RowCost:
 
 
 def forecast(
-    rows: Mapping[str, Config], expected: Mapping[str, int], worst: Mapping[str, int] | None = None
+    rows: Mapping[str, Config],
+    expected: Mapping[str, float],
+    worst: Mapping[str, float] | None = None,
 ) -> Forecast:
     """Time every row and add up its trials: ``expected`` (and ``worst``) trials per row."""
     costs = tuple(time_row(name, cfg) for name, cfg in rows.items())

@@ -12,6 +12,7 @@ command on one storage; together they finish exactly ``n_trials``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,18 +28,22 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.pruners import BasePruner, NopPruner
 from optuna.samplers import BaseSampler, GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
 from van_ablate import checks
+from van_ablate.config import validate
 from van_ablate.errors import ConfigError
 from van_ablate.io import atomic_write_text
 from van_ablate.results import HIGHER_IS_BETTER, OBJECTIVE_FIELDS
+from van_ablate.runs import ablations_from_overrides
 from van_ablate.sweep import coordinator as co
+from van_ablate.sweep import forecast
 from van_ablate.sweep import summary as summ
+from van_ablate.sweep.adaptive import AdaptiveSampler
 from van_ablate.sweep.factories import (
     EXHAUSTIVE,
     ONE_OBJECTIVE,
@@ -49,7 +54,15 @@ from van_ablate.sweep.factories import (
 )
 from van_ablate.sweep.launch import launch
 from van_ablate.sweep.outcome import Constraint, constraint_values, one_line, read_outcome
-from van_ablate.sweep.space import CustomSpace, SearchSpace, job_overrides, parse_space, quote
+from van_ablate.sweep.space import (
+    CustomSpace,
+    SearchSpace,
+    format_value,
+    job_overrides,
+    parse_space,
+    quote,
+    suggest,
+)
 from van_ablate.sweep.storage import JOURNAL_NAME, heartbeat, open_storage, quiet_optuna, study_lock
 
 log = logging.getLogger(__name__)
@@ -104,10 +117,18 @@ class VanOptunaSweeperImpl(Sweeper):
         assert self.config is not None
         self.p = p = plan(self.settings, self.config, arguments, self.sweep_dir)
         self._preflight()
+        ours = OmegaConf.select(self.config, "objective") is not None  # a van_ablate job config
+        if p.settings.dry_run:
+            for line in self._forecast().lines() if ours else ["no forecast for this app"]:
+                log.info(line)
+            return None
         # As Hydra's basic sweeper does: the sweep's config beside its trials (reports read the
         # sampler's startup count there); the same text from every worker, written atomically.
         atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         self.storage = storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
+        new = p.study_name not in optuna.get_all_study_names(storage)
+        if ours and p.settings.forecast and new:
+            self._check_budget(self._forecast())
         self.study = study = open_study(p, storage)
         self.twin = p.pruning_study and optuna.load_study(
             study_name=p.pruning_study, storage=storage
@@ -141,7 +162,7 @@ class VanOptunaSweeperImpl(Sweeper):
                 for t in co.fail_stale(study, storage, p.settings.stale_after_s):
                     log.warning(f"Trial {t.number} was left running by a stopped sweep: failed")
                     self._tell_twin(t, TrialState.FAIL)
-                while len(batch) < p.settings.n_jobs:
+                while len(batch) < p.settings.n_jobs and not self._spent(study):
                     trial = co.take_trial(study, storage, p.n_trials)
                     if trial is None:
                         break
@@ -221,7 +242,62 @@ class VanOptunaSweeperImpl(Sweeper):
         if self.twin and number is not None:
             _tell(self.twin, int(number), values if state == TrialState.COMPLETE else None, state)
 
+    def _spent(self, study: optuna.Study) -> bool:
+        """Nothing more to take: an adaptive sampler has no point left now, or the study's
+        device hours (its finished trials' durations) reached ``budget_h``."""
+        if isinstance(study.sampler, AdaptiveSampler) and study.sampler.is_exhausted(study):
+            return True
+        budget = self.p.settings.budget_h
+        if budget is None:
+            return False
+        spent = sum(
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.get_trials(deepcopy=False)
+            if t.datetime_complete is not None and t.datetime_start is not None
+        )
+        if spent >= budget * 3600:
+            log.info(f"Budget spent: {spent / 3600:.2f} of hydra.sweeper.budget_h={budget} h")
+            return True
+        return False
+
     # -- checks before any job --------------------------------------------------------------
+
+    def _forecast(self) -> forecast.Forecast:
+        """Time every row of the study on this device (our app only: it reads the job config)."""
+        p = self.p
+        grid = None
+        with contextlib.suppress(ConfigError):
+            grid = p.space.grid()
+        sample = None
+        if grid is None:  # a continuous space: a few points drawn from it stand for it
+            with quiet_optuna():
+                study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            sample = [dict(_params(study.ask(), p)) for _ in range(forecast.MAX_ROWS // 3)]
+        rule = getattr(p.sampler, "rule", None)
+        seeds = (rule.min_seeds, rule.max_seeds) if rule else None
+        rows, expected, worst = forecast.study_rows(grid, p.n_trials, seeds, sample)
+        configs = {}
+        for name, params in rows.items():
+            overrides = [f"{k}={format_value(v)}" for k, v in params.items()]
+            overrides += [f"{k}={v}" for k, v in p.space.fixed.items()]
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            configs[name] = validate(cfg, ablations_from_overrides(overrides))
+        return forecast.forecast(configs, expected, worst)
+
+    def _check_budget(self, cost: forecast.Forecast) -> None:
+        for line in cost.lines():
+            log.info(line)
+        budget = self.p.settings.budget_h
+        adaptive = isinstance(self.p.sampler, AdaptiveSampler)
+        if budget is not None and cost.expected_h > budget:
+            what = "one round of min_seeds" if adaptive else "the study"
+            allowed = (
+                f"the forecast for {what} is {cost.expected_h:.2f} device hours on this device; "
+                "raise the budget, or shrink the study"
+            )
+            raise ConfigError("hydra.sweeper.budget_h", budget, allowed)
 
     def _preflight(self) -> None:
         """Compose one job's config from a throwaway trial: bad keys fail before any job."""
@@ -272,6 +348,10 @@ def plan(
     if issubclass(cls, EXHAUSTIVE) and space.distributions:
         points = space.grid(stop_included=not issubclass(cls, GridSampler))
         n_trials = min(n_trials, math.prod(map(len, points.values())))
+    if issubclass(cls, AdaptiveSampler):
+        sampler_args, n_trials = _adaptive(s, space)
+    if s.budget_h is not None:
+        checks.above("hydra.sweeper.budget_h", s.budget_h, 0.0)
     storage_url = s.storage or str(sweep_dir / JOURNAL_NAME)
     if "://" not in storage_url:
         storage_url = str(Path(storage_url).absolute())
@@ -293,6 +373,33 @@ def plan(
         constraints=constraints,
         sampler_args=sampler_args,
     )
+
+
+def _adaptive(s: VanOptunaSweeperConf, space: SearchSpace) -> tuple[dict[str, Any], int]:
+    """An adaptive study's rows (its row axis' choices) and its trial budget, checked: a row
+    axis and a seed axis 0 .. max_seeds - 1 and nothing else to choose, and at least one round
+    of ``min_seeds`` for every row."""
+    key = "hydra.sweeper.params"
+    grid = space.grid()
+    rule = make_sampler(s.sampler, rows=["?"], baseline="?").rule  # the settings' seeds
+    row_param = s.sampler.get("row_param", "+ablation")
+    seed_param = s.sampler.get("seed_param", "seed")
+    for axis, what in ((row_param, "choice(<rows>)"), (seed_param, "range(0, <max_seeds>)")):
+        if axis not in grid:
+            allowed = f"an adaptive study needs a {axis} axis: {axis}: {what}"
+            raise ConfigError(key, sorted(grid), allowed)
+    if others := sorted(set(grid) - {row_param, seed_param}):
+        allowed = f"an adaptive study chooses only {row_param} and {seed_param}; fix the others"
+        raise ConfigError(key, others, allowed)
+    if sorted(grid[seed_param])[: rule.max_seeds] != list(range(rule.max_seeds)):
+        allowed = f"must hold the seeds 0 .. {rule.max_seeds - 1} (max_seeds={rule.max_seeds})"
+        raise ConfigError(f"{key}.{seed_param}", grid[seed_param], allowed)
+    rows = list(grid[row_param])
+    first_round = len(rows) * rule.min_seeds
+    if s.n_trials < first_round:
+        allowed = f"must be at least one round of min_seeds: {len(rows)} rows x {rule.min_seeds}"
+        raise ConfigError("hydra.sweeper.n_trials", s.n_trials, f"{allowed} = {first_round}")
+    return {"rows": rows}, min(s.n_trials, len(rows) * rule.max_seeds)
 
 
 def open_study(p: Plan, storage: Any) -> optuna.Study:
@@ -341,6 +448,10 @@ def open_study(p: Plan, storage: Any) -> optuna.Study:
             load_if_exists=True,
         )
     return study
+
+
+def _params(trial: optuna.Trial, p: Plan) -> dict[str, Any]:
+    return {name: suggest(trial, name, dist) for name, dist in p.space.distributions.items()}
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial | int, values: Any, state: TrialState) -> None:
