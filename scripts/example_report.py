@@ -1,6 +1,7 @@
 """The README's example report: ``report all`` of the ready proxy studies' runs.
 
-Reads what the sweeper's ready studies at ``scale=proxy`` left in ``multirun/`` (``table3``,
+Reads what the sweeper's ready studies at ``scale=proxy`` and ``scale=proxy_fashion`` left in
+``multirun/`` (``table3``,
 ``kernel_size``, ``kernel_size_grid``, ``nas``, ``layer_scale``; ``scripts/run_proxy_studies.sh``
 runs them) and writes the report of all their runs beside the paper's figures into
 ``docs/example_report``, with the attention maps of three ablations (by name) in ``attention/``.
@@ -32,12 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="docs/example_report", help="where the report goes")
     p.add_argument("--multirun", default="multirun", help="where the studies ran")
     args = p.parse_args(argv)
-    dirs = [f"{args.multirun}/{s}_{MODEL}" for s in STUDIES]
-    dirs = [d for d in dirs if Path(d).is_dir()]
+    # a study's folder is <study>_<model>, or <study>_<model>_<data> for the adaptive ones
+    found = [sorted(Path(args.multirun).glob(f"{s}_{MODEL}*")) for s in STUDIES]
+    dirs = [str(d) for ds in found for d in ds if d.is_dir()]
     if not dirs:
         print(f"error: --multirun={args.multirun!r}: holds none of the studies", file=sys.stderr)
         return 2
-    search = [f"{args.multirun}/{s}_{MODEL}/optuna_journal.log" for s in (SEARCH, STUDIES[0])]
+    search = [f"{d}/optuna_journal.log" for d in dirs if Path(d).name.startswith(SEARCH)]
     storage = next((s for s in search if Path(s).is_file()), None)
     argv = ["all", *dirs, "--out", args.out, "--format", "md,csv,html", "--no-svg"]
     code = report.main([*argv, *(["--storage", storage] if storage else [])])

@@ -8,6 +8,7 @@
 #   scripts/run_proxy_studies.sh                 # all five studies, then the report
 #   scripts/run_proxy_studies.sh table3 nas      # only these studies, then the report
 #   PY=/path/to/python scripts/run_proxy_studies.sh
+#   SCALE=proxy_fashion scripts/run_proxy_studies.sh table3 kernel_size   # on Fashion-MNIST
 #
 # A finished study is not run again (its journal in multirun/<study>_van_proxy/ says so); an
 # interrupted one resumes. Run it from the repository root on an otherwise idle machine.
@@ -19,6 +20,7 @@ if [ ${#STUDIES[@]} -eq 0 ]; then
   STUDIES=(table3 kernel_size kernel_size_grid nas layer_scale)
 fi
 
+SCALE=${SCALE:-proxy}  # or proxy_fashion: Fashion-MNIST
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per trial; two trials use both cores
 WORKERS=${WORKERS:-2}
 for study in "${STUDIES[@]}"; do
@@ -26,7 +28,10 @@ for study in "${STUDIES[@]}"; do
   pids=()
   for ((w = 0; w < WORKERS; w++)); do
     # the first worker creates the study; the others join it a moment later
-    (sleep $((5 * w)) && exec "$PY" -m van_ablate -m "+study=$study" logger=none) &
+    # the first worker prints the study's forecast; the others need not time the rows again
+    forecast=$([ "$w" -eq 0 ] && echo true || echo false)
+    (sleep $((5 * w)) && exec "$PY" -m van_ablate -m "+study=$study" "scale=$SCALE" logger=none \
+      "hydra.sweeper.forecast=$forecast") &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done

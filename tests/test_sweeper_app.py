@@ -137,10 +137,14 @@ def compose_study():
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize(
-    "study", ["table3", "kernel_size", "kernel_size_grid", "nas", "layer_scale"]
-)
-@pytest.mark.parametrize("scale", ["proxy", "paper", "paper launcher=local"])
+STUDIES = ["table3", "kernel_size", "kernel_size_grid", "nas", "layer_scale"]
+SCALES = ["proxy", "paper", "paper launcher=local"]
+# Fashion-MNIST is a scale of the two studies that compare rows, table3 and kernel_size
+STUDY_SCALES = [(s, c) for s in STUDIES for c in SCALES]
+STUDY_SCALES += [("table3", "proxy_fashion"), ("kernel_size", "proxy_fashion")]
+
+
+@pytest.mark.parametrize("study, scale", STUDY_SCALES)
 def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     compose_study, tmp_path, study, scale
 ):
@@ -150,14 +154,18 @@ def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = {k: v for k, v in settings.items() if not k.startswith("_")}
     p = plan(VanOptunaSweeperConf(**settings), cfg, [], tmp_path)
-    assert p.study_name == f"{study}_{cfg.model.name}"
-    assert cfg.model.name == ("van_proxy" if scale == "proxy" else "van_b0")
+    adaptive = study in ("table3", "kernel_size")  # one study per data set: its name says it
+    name = f"{study}_{cfg.model.name}" + (f"_{cfg.data.name}" if adaptive else "")
+    assert p.study_name == name
+    assert cfg.model.name == ("van_proxy" if scale.startswith("proxy") else "van_b0")
     expected = {
-        "table3": 8 * 3,
-        "kernel_size": 4 * 3,
+        "table3": 40,  # adaptive: the trial budget (8 rows x 6 seeds at most)
+        "kernel_size": 20,  # adaptive: 4 rows x 6 seeds at most, capped
         "kernel_size_grid": 5 * 5,
         "layer_scale": 2 * 3,
     }
+    if adaptive:
+        assert p.sampler.rule.rows[0] in ("baseline", 7) and p.sampler.rule.min_seeds == 3
     if study in expected:
         assert p.n_trials == expected[study]
     else:

@@ -117,9 +117,9 @@ def study_rows(
     if total > MAX_ROWS:
         points = random.Random(0).sample(points, MAX_ROWS)
     rows = {" ".join(f"{k}={v}" for k, v in p.items()) or "(fixed)": p for p in points}
-    if seeds is not None:
+    if seeds is not None:  # adaptive: one round of min_seeds, at worst max_seeds within n_trials
         expected = dict.fromkeys(rows, float(seeds[0]))
-        worst = dict.fromkeys(rows, float(seeds[1]))
+        worst = dict.fromkeys(rows, min(float(seeds[1]), n_trials / len(rows)))
     else:  # every point of a grid with each seed, or as many trials as n_trials allows
         trials = n_trials if grid is None else min(n_trials, total * len(grid.get(SEED_PARAM, [0])))
         expected = worst = dict.fromkeys(rows, trials / len(rows))

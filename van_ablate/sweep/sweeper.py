@@ -125,10 +125,9 @@ class VanOptunaSweeperImpl(Sweeper):
         # As Hydra's basic sweeper does: the sweep's config beside its trials (reports read the
         # sampler's startup count there); the same text from every worker, written atomically.
         atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        self.storage = storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
-        new = p.study_name not in optuna.get_all_study_names(storage)
-        if ours and p.settings.forecast and new:
+        if ours and p.settings.forecast:  # before anything is written
             self._check_budget(self._forecast())
+        self.storage = storage = open_storage(p.storage_url, stale_after_s=p.settings.stale_after_s)
         self.study = study = open_study(p, storage)
         self.twin = p.pruning_study and optuna.load_study(
             study_name=p.pruning_study, storage=storage
