@@ -41,6 +41,7 @@ as PIL images, so timm's transforms and loaders apply as to any other dataset.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,17 +178,27 @@ TASKS = {
 
 
 class BuiltinDataset(Dataset):
-    """Images as PIL (RGB) and labels as ints; ``transform`` is set by timm's ``create_loader``."""
+    """Images held in memory as uint8 arrays, served as RGB PIL images with int labels;
+    ``transform`` is set by timm's ``create_loader``. Fashion-MNIST serves its grey images
+    through it too, given its own ``classes``."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        transform: Any = None,
+        classes: Sequence[str] = CLASSES,
+    ):
         self.images, self.labels, self.transform = images, labels, transform
-        self.classes = list(CLASSES)
+        self.classes = list(classes)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        img = Image.fromarray(self.images[i])
+        # grey (N x H x W) is repeated into 3 channels: every run keeps VAN's RGB stem (the same
+        # model, cost and recipe as on the other data) and timm's RGB transforms apply
+        img = Image.fromarray(self.images[i]).convert("RGB")
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[i])

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST as _TorchvisionFashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from van_ablate import checks
+from van_ablate.data.builtin import BuiltinDataset
 from van_ablate.errors import ConfigError
 
 PACKAGE = "dataset-fashion-mnist"
@@ -35,25 +34,6 @@ FILES = {
 }
 CLASSES = tuple(_TorchvisionFashionMNIST.classes)
 NUM_CLASSES = len(CLASSES)
-
-
-class FashionMNIST(Dataset):
-    """Images as RGB PIL images and labels as ints; ``transform`` is set by timm's loader."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None):
-        self.images, self.labels, self.transform = images, labels, transform
-        self.classes = list(CLASSES)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        # Grey repeated into 3 channels rather than in_chans=1: every run keeps VAN's RGB stem
-        # (the same model, cost and recipe as on the other data) and timm's RGB transforms apply.
-        img = Image.fromarray(self.images[i]).convert("RGB")
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.labels[i])
 
 
 def read_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +52,7 @@ def load(
     num_val: int,
     seed: int,
     splits: tuple[str, str] = ("train", "validation"),
-) -> tuple[FashionMNIST, FashionMNIST]:
+) -> tuple[BuiltinDataset, BuiltinDataset]:
     """Train and validation sets of ``num_train`` / ``num_val`` images from ``splits`` (keys of
     :data:`FILES`), each a class-stratified subset drawn from ``seed`` (the whole split when the
     number is its size).
@@ -112,11 +92,11 @@ def stratified_subset(labels: np.ndarray, n: int, seed: Any) -> np.ndarray:
     return np.sort(order[np.argsort(rank[order], kind="stable")[:n]])
 
 
-def _subset(root: str, split: str, key: str, n: int, seed: Any) -> FashionMNIST:
+def _subset(root: str, split: str, key: str, n: int, seed: Any) -> BuiltinDataset:
     images, labels = read_split(root, split)
     checks.in_range(key, n, 1, len(labels))
     keep = stratified_subset(labels, n, seed)
-    return FashionMNIST(images[keep], labels[keep])
+    return BuiltinDataset(images[keep], labels[keep], classes=CLASSES)
 
 
 def _is_file(root: str, name: str) -> bool:
