@@ -35,6 +35,9 @@ NOTES = (
     f"{SIGNIFICANT} marks p < {stats.ALPHA:g}; Welch: the unpaired interval of the same runs, "
     "seeds as independent samples, for comparison. Decided: the paired interval excludes 0 "
     f"(differs) or lies within ±{stats.EQUIVALENCE:g} points (no change); open otherwise. "
+    "Stopped (adaptive studies): why the row took no more seeds under its study's rule: decided, "
+    "decided (early) by alpha spending, precise (the interval reached the target without "
+    "deciding), max seeds, or budget (the study's trials ran out first). "
     "A row or baseline with fewer than 2 shared seeds has no interval and no test, and says "
     "'no conclusion'. Agrees with paper: our Δ has the sign of "
     f"the paper's, asked only where the paper's |Δ| is at least {stats.PAPER_DELTA_MIN:g} points. "
@@ -93,6 +96,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             "p (paired)": [_ours_cell(r, _p(r)) for _, r in rows],
             "n pairs": [_ours_cell(r, _pairs(r)) for _, r in rows],
             "Decided": [_ours_cell(r, _decided(r)) for _, r in rows],
+            "Stopped": [_ours_cell(r, _stopped(r)) for _, r in rows],
             "Welch [95% CI]": [_ours_cell(r, _welch(r)) for _, r in rows],
             "Agrees with paper": [_ours_cell(r, _agrees(r)) for _, r in rows],
             "Δ paper": [_ours_cell(r, _dagger(r)) for _, r in rows],
@@ -250,6 +254,10 @@ def _pairs(row: pd.Series) -> str:
 
 def _decided(row: pd.Series) -> str:
     return "—" if row["decided"] is None or pd.isna(row["decided"]) else str(row["decided"])
+
+
+def _stopped(row: pd.Series) -> str:
+    return "—" if row["stop"] is None or pd.isna(row["stop"]) else str(row["stop"])
 
 
 def _welch(row: pd.Series) -> str:

@@ -17,16 +17,20 @@ in the paper's direction. :func:`runs_in_no_table` are the runs the tables leave
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from van_ablate.analysis import stats
 from van_ablate.analysis.registry import TABLES, ReportTable
 from van_ablate.errors import ConfigError
 from van_ablate.model.lka import LKASpec
 from van_ablate.paper import PaperRow
+from van_ablate.sweep.adaptive import AdaptiveSampler, Rule, row_status
 
 METRICS = {"best": "best_top1", "final": "final_top1"}
 #: What runs must share to be pooled; ``study`` is "" for runs made outside any study.
@@ -47,7 +51,7 @@ TABLE_COLUMNS = (
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
     "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "n_pairs",
     "delta_ci_low", "delta_ci_high", "p_value", "wilcoxon_p", "significant", "decided",
-    "welch_ci_low", "welch_ci_high", "welch_p", "paper_delta_baseline", "agrees_paper",
+    "welch_ci_low", "welch_ci_high", "welch_p", "stop", "paper_delta_baseline", "agrees_paper",
     "delta_paper", "same_scale", "missing",
 )  # fmt: skip
 
@@ -115,7 +119,9 @@ def build_table(kind: str, runs: pd.DataFrame, metric: str = "best") -> pd.DataF
         & (table["data"] == "imagenet")
         & (table["img_size"] == 224)
     )
-    return _deltas(table, rows)[list(TABLE_COLUMNS)]
+    table = _deltas(table, rows)
+    table["stop"] = _stops(table, hits)
+    return table[list(TABLE_COLUMNS)]
 
 
 def _skeleton(table: ReportTable, row: PaperRow, group: tuple | None) -> dict:
@@ -224,6 +230,44 @@ def _compare(row: pd.Series) -> tuple[stats.PairedComparison, stats.Comparison]:
             none, none, none, none
         )
     return stats.paired(ours, base), stats.welch(list(ours.values()), list(base.values()))
+
+
+def _stops(table: pd.DataFrame, hits: pd.DataFrame) -> list[str | None]:
+    """Why each row of an adaptive study stopped taking seeds (its sampler's rule, read from the
+    study's ``multirun.yaml``, over the seeds the table holds): decided, precise, max seeds, or
+    budget (the study's trials ran out first); None for rows of other studies."""
+    stops: list[str | None] = [None] * len(table)
+    for study, group in table.groupby("study", sort=False):
+        settings = _adaptive_settings(hits[hits["study"] == study]) if study else None
+        base = group[group["baseline"]]
+        if settings is None or base.empty:
+            continue
+        records = [
+            (r["row"], seed, value, "COMPLETE")
+            for _, r in group.iterrows()
+            if isinstance(r["top1_seeds"], dict)
+            for seed, value in r["top1_seeds"].items()
+        ]
+        rule = Rule(rows=tuple(group["row"]), baseline=base["row"].iloc[0], **settings)
+        status = row_status(records, rule)
+        for i, (_, r) in zip(group.index, group.iterrows(), strict=True):
+            if r["row"] in status and not r["missing"]:
+                stops[table.index.get_loc(i)] = status[r["row"]].stop or "budget"
+    return stops
+
+
+def _adaptive_settings(runs: pd.DataFrame) -> dict | None:
+    """The adaptive sampler's settings of the study the runs came from (its sweep folder's
+    ``multirun.yaml``, two levels above a run's results.json), or None."""
+    for path in runs["path"].dropna().unique()[:1]:
+        config = Path(str(path)).parent.parent / "multirun.yaml"
+        if not config.is_file():
+            return None
+        node = OmegaConf.select(OmegaConf.load(config), "hydra.sweeper.sampler") or {}
+        if str(node.get("_target_", "")).endswith(AdaptiveSampler.__name__):
+            fields = {f.name for f in dataclasses.fields(Rule)} - {"rows", "baseline"}
+            return {k: v for k, v in OmegaConf.to_container(node).items() if k in fields}
+    return None
 
 
 def summary(table: pd.DataFrame) -> list[str]:

@@ -139,3 +139,48 @@ def test_runs_outside_any_study_are_one_group_named_runs(tmp_path):
     assert set(table["study"]) == {""} and table["n_runs"].sum() == 2
     md = render.to_markdown(table, "kernel")
     assert "| runs " in md and "kernel_size" not in md
+
+
+SAMPLER = """hydra:
+  sweeper:
+    sampler:
+      _target_: van_ablate.sweep.adaptive.AdaptiveSampler
+      row_param: +ablation
+      baseline: baseline
+      min_seeds: 3
+      max_seeds: 6
+      target: 2.0
+      early_stop: true
+"""
+# best top-1 per seed of an adaptive table3 study; the other rows are missing
+ADAPTIVE = {
+    "baseline": [90.0, 92.0, 91.0, 90.0, 93.0, 91.0],
+    "no_attention": [30.0, 31.0, 29.0],  # Δ about -61 on 3 seeds: decided early
+    "no_dw_conv": [90.5, 91.5, 91.2],  # Δ 0.5, -0.5, 0.2: interval within ±2 at 3 seeds
+    "sigmoid": [80.0, 95.0, 86.0],  # wide after 3 seeds: the study's trials ran out
+    "dense_conv": [99.0, 85.0, 95.0, 80.0, 99.0, 88.0],  # still wide at 6 seeds
+}
+
+
+def test_an_adaptive_studys_rows_say_why_they_stopped(tmp_path):
+    runs = [
+        make_results(f"{a}-s{s}", ablation=a, seed=s, top1=v)
+        for a, values in ADAPTIVE.items()
+        for s, v in enumerate(values)
+    ]
+    _study(tmp_path, "table3_van_proxy_builtin_v3", runs)
+    (tmp_path / "table3_van_proxy_builtin_v3" / "multirun.yaml").write_text(SAMPLER)
+    table = build_table("table3", load_runs([tmp_path]).runs).set_index("ablation")
+    assert table.loc["no_attention", "stop"] == "decided (early)"
+    assert table.loc["no_dw_conv", "stop"] == "decided"
+    assert table.loc["no_dw_conv", "decided"] == "within ±2"
+    assert table.loc["sigmoid", "stop"] == "budget"
+    assert table.loc["dense_conv", "stop"] == "max seeds"
+    assert table.loc["dense_conv", "n_seeds"] == 6 and table.loc["sigmoid", "n_seeds"] == 3
+    shown = render.display_frame(table.reset_index()).set_index("Row")
+    assert shown.loc["w/o Attention", "Stopped"] == "decided (early)"
+
+
+def test_a_grid_studys_rows_have_no_stop_reason(multirun):
+    table = build_table("table3", load_runs([multirun]).runs)
+    assert table["stop"].isna().all()
