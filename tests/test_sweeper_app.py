@@ -171,3 +171,41 @@ def test_every_ready_study_composes_and_passes_the_sweeper_checks(
     else:
         assert [c.field for c in p.constraints] == ["complexity.macs"]
         assert p.pruning_study == f"nas_{cfg.model.name}.pruning"
+
+
+ADAPTIVE_APP = [
+    "hydra/sweeper/sampler=adaptive",
+    "hydra.sweeper.sampler.min_seeds=2",
+    "hydra.sweeper.sampler.max_seeds=3",
+    "hydra.sweeper.n_trials=6",
+    "+ablation=choice(baseline,dense_conv)",
+    "seed=range(0,3)",
+]
+
+
+def test_a_dry_run_prints_the_forecast_and_launches_nothing(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = sweep_app(sweep_dir, *ADAPTIVE_APP, "hydra.sweeper.dry_run=true")
+    log = proc.stdout + proc.stderr
+    assert "Forecast (" in log
+    assert "+ablation=dense_conv:" in log and "2 to 3 trials" in log
+    assert "expected " in log and "worst case" in log
+    assert not list(sweep_dir.glob("trial_*")) and not (sweep_dir / JOURNAL_NAME).exists()
+
+
+def test_a_study_whose_forecast_exceeds_its_budget_is_refused_in_one_line(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = sweep_app(sweep_dir, *ADAPTIVE_APP, "hydra.sweeper.budget_h=1e-6", ok=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: hydra.sweeper.budget_h=1e-06: the forecast for one round of")
+    assert not list(sweep_dir.glob("trial_*")) and not (sweep_dir / JOURNAL_NAME).exists()
+
+
+def test_an_adaptive_sweep_stops_when_every_row_has_stopped_and_trains_no_point_twice(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_app(sweep_dir, *ADAPTIVE_APP, "hydra.sweeper.study_name=adaptive")
+    study = load(sweep_dir, "adaptive")
+    points = [(t.params["+ablation"], t.params["seed"]) for t in study.trials]
+    assert len(points) == len(set(points)) and 4 <= len(points) <= 6
+    assert {("baseline", 0), ("baseline", 1), ("dense_conv", 0), ("dense_conv", 1)} <= set(points)
