@@ -138,16 +138,15 @@ def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
         checks.at_least(f"train.{key}", getattr(t, key), 0)
     if t.global_batch is not None:
         checks.at_least("train.global_batch", t.global_batch, 1)
-    for key in ("lr", "weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
-        checks.in_range(f"train.{key}", getattr(t, key), 0.0, float("inf"))
-    if t.lr <= 0:
-        raise ConfigError("train.lr", t.lr, "must be > 0")
+    checks.above("train.lr", t.lr, 0)
+    for key in ("weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
+        checks.in_range(f"train.{key}", getattr(t, key), 0.0)
     for key in ("mixup_prob", "mixup_switch_prob"):
         checks.in_range(f"train.{key}", getattr(t, key), 0.0, 1.0)
     checks.in_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, high_open=True)
     checks.in_range("train.ema_decay", t.ema_decay, 0.0, 1.0, high_open=True)
-    if t.clip_grad is not None and t.clip_grad <= 0:
-        raise ConfigError("train.clip_grad", t.clip_grad, "must be null or > 0")
+    if t.clip_grad is not None:
+        checks.above("train.clip_grad", t.clip_grad, 0, why="or null: no clipping")
     checks.one_of("train.opt", t.opt, list_optimizers())
     checks.one_of("train.sched", t.sched, SCHEDULES)
     checks.one_of("train.precision", t.precision, PRECISIONS)

@@ -16,6 +16,7 @@ architecture.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
@@ -88,7 +89,8 @@ class ModelSpec:
         for key in _ARCH_FIELDS:
             value = getattr(self, key)
             if len(value) != stages or not all(_positive(v) for v in value):
-                allowed = f"must be {stages} positive numbers (one per stage) or null"
+                finite = checks.finite_word(*value)
+                allowed = f"must be {stages} positive {finite}numbers (one per stage) or null"
                 raise ConfigError(f"model.{key}", list(value), allowed)
         if not isinstance(self.layer_scale, bool):
             raise ConfigError("model.layer_scale", self.layer_scale, "must be true or false")
@@ -210,4 +212,9 @@ class ModelSpec:
 
 
 def _positive(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
