@@ -130,8 +130,9 @@ def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
         cfg = OmegaConf.to_object(cfg)
     m, t, log = cfg.model, cfg.train, cfg.logger
     checks.one_of("model.name", m.name, ARCHS)
-    # The model group's values, checked now rather than after the data is loaded.
-    ModelSpec.from_config(m, cfg.lka, num_classes=0, img_size=1)
+    # The model group's values and the image size it can take, checked now rather than after
+    # the data is loaded.
+    ModelSpec.from_config(m, cfg.lka, num_classes=0, img_size=cfg.data.img_size)
     for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
         checks.at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("cooldown_epochs", "warmup_epochs"):

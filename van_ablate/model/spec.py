@@ -33,6 +33,9 @@ from van_ablate.model.van import ARCHS
 __all__ = ["ModelConfig", "ModelSpec"]
 
 _ARCH_FIELDS = ("dims", "depths", "mlp_ratios")
+# Strides of van.py's patch embeds (7x7/4, then 3x3/2 per stage; tests check them against the
+# model): a stage's map is ceil(previous side / stride) wide.
+STRIDES = (4, 2, 2, 2)
 
 
 @dataclasses.dataclass
@@ -98,6 +101,22 @@ class ModelSpec:
         checks.at_least("num_classes", self.num_classes, 0)
         checks.at_least("img_size", self.img_size, 1)
         checks.at_least("in_chans", self.in_chans, 1)
+        # Each patch embed must get a map at least its stride wide: at 16 px stage 4 would
+        # "downsample" a 1 x 1 map, seeing the image in 1 of its 9 taps.
+        if self.img_size < MIN_IMG_SIZE:
+            strides = " x ".join(map(str, STRIDES))
+            why = f"the patch embeds downsample by {strides}; smaller, one gets a 1 x 1 map"
+            checks.at_least("data.img_size", self.img_size, MIN_IMG_SIZE, why=why)
+        self.lka.check_fits(self.feature_sizes[0], img_size=self.img_size)
+
+    @property
+    def feature_sizes(self) -> tuple[int, ...]:
+        """Side of each stage's feature map for an ``img_size`` x ``img_size`` input.
+
+        >>> ModelSpec("van_b0", img_size=224).feature_sizes, ModelSpec(img_size=64).feature_sizes
+        ((56, 28, 14, 7), (16, 8, 4, 2))
+        """
+        return feature_sizes(self.img_size)
 
     @classmethod
     def from_config(
@@ -209,6 +228,25 @@ class ModelSpec:
             for key in _ARCH_FIELDS
             if tuple(getattr(self, key)) != tuple(arch[key])
         }
+
+
+def feature_sizes(img_size: int) -> tuple[int, ...]:
+    """Side of each stage's map: a k x k conv (k odd) padded by k // 2 gives ceil(side / stride)."""
+    sides = [img_size]
+    for stride in STRIDES:
+        sides.append(-(-sides[-1] // stride))
+    return tuple(sides[1:])
+
+
+def _smallest_img_size() -> int:
+    """The smallest image whose every patch embed gets a map at least its stride wide (17)."""
+    n = 1
+    while any(s < stride for s, stride in zip((n, *feature_sizes(n)), STRIDES, strict=False)):
+        n += 1
+    return n
+
+
+MIN_IMG_SIZE = _smallest_img_size()
 
 
 def _positive(value: Any) -> bool:
