@@ -25,12 +25,16 @@ __all__ = [
     "above",
     "accepted",
     "at_least",
+    "available_memory",
     "check_known_keys",
     "finite_word",
     "first_line",
+    "fits_memory",
     "folder",
     "in_range",
     "interval",
+    "meminfo_available",
+    "nbytes",
     "numbers",
     "one_of",
     "select",
@@ -200,6 +204,73 @@ def folder(key: str, value: str | os.PathLike | None, *, why: str = "") -> Path:
     if not any(path.iterdir()):
         raise ConfigError(key, value, "the folder is empty")
     return path
+
+
+def fits_memory(
+    key: str, value: Any, needed: int, available: int | None, *, what: str, where: str
+) -> None:
+    """Refuse when ``needed`` bytes exceed ``available`` (None: not known, so not refused);
+    ``what`` says what needs them, ``where`` whose memory it is ("... the 64.0 GiB available
+    on cpu").
+
+    >>> fits_memory("data.img_size", 4096, 3 * 2**40, 64 * 2**30, what="a step", where="cpu")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.img_size=4096: a step needs about 3.0 TiB, more than ...
+    >>> fits_memory("data.img_size", 64, 2**20, None, what="a step", where="cpu")
+    """
+    if available is not None and needed > available:
+        raise ConfigError(
+            key,
+            value,
+            f"{what} needs about {nbytes(needed)}, more than the {nbytes(available)} "
+            f"available on {where}",
+        )
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free for new tensors on ``device`` (a ``torch.device`` or its name): the driver's
+    free memory on CUDA, ``MemAvailable`` of ``/proc/meminfo`` on CPU; None where not known."""
+    import torch  # only the job's pre-flight asks; the config checks stay light
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        text = Path("/proc/meminfo").read_text() if device.type == "cpu" else ""
+    except OSError:
+        return None
+    return meminfo_available(text)
+
+
+def meminfo_available(text: str) -> int | None:
+    """``MemAvailable`` of a ``/proc/meminfo`` text in bytes; None when the line is missing.
+
+    >>> meminfo_available("MemTotal:  8000 kB\\nMemAvailable:  2048 kB\\n")
+    2097152
+    >>> meminfo_available("")
+    """
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == "MemAvailable":
+            return int(rest.split()[0]) * 1024  # the kernel writes kB and means KiB
+    return None
+
+
+def nbytes(n: float) -> str:
+    """A byte count in binary units, as a refusal says it.
+
+    >>> nbytes(512), nbytes(3 * 2**40), nbytes(1.5 * 2**30)
+    ('512 B', '3.0 TiB', '1.5 GiB')
+    """
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024
+        if n < 1024 or unit == "PiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def _number(value: Any) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from timm.optim import list_optimizers
@@ -34,6 +35,7 @@ from van_ablate.paper.ablation import check_ablations
 from van_ablate.results import OBJECTIVE_FIELDS
 
 PRECISIONS = ("fp32", "bf16")
+ACTIVATION_BYTES = {"fp32": 4, "bf16": 2}  # per element of an activation, by train.precision
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
 LOGGERS = ("wandb", "none")
@@ -166,6 +168,37 @@ def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
     if tr.storage is not None and (tr.study_name is None or tr.number is None):
         raise ConfigError("trial.storage", tr.storage, "needs trial.study_name and trial.number")
     return cfg
+
+
+def check_memory(cfg: Config, device: torch.device) -> None:
+    """Pre-flight, before anything is allocated: refuse a run whose training step cannot fit in
+    the free memory of ``device`` (:meth:`ModelSpec.step_memory` against
+    :func:`checks.available_memory`), naming ``data.img_size`` and ``train.batch_size``.
+
+    The estimate counts module outputs, 0.86-0.90 of the activations autograd keeps for
+    van_proxy and van_b0 at 32-64 px (the rest are elementwise products and sums), and no
+    allocator overhead: a refused run could not have fitted, a run just below may still not.
+    The head is sized for ``data.num_classes`` or, before the data says, 1000 classes.
+    """
+    t = cfg.train
+    spec = ModelSpec.from_config(
+        cfg.model, cfg.lka, num_classes=cfg.data.num_classes or 1000, img_size=cfg.data.img_size
+    )
+    # Weights, grads and AdamW's two moments, plus the EMA's copy.
+    need = spec.step_memory(
+        t.batch_size,
+        activation_bytes=ACTIVATION_BYTES[t.precision],
+        state_copies=4 + int(t.ema),
+    )
+    what = (
+        f"with train.batch_size={t.batch_size} a training step of {spec.name} "
+        f"({checks.nbytes(need.activations)} of {t.precision} activations, "
+        f"{checks.nbytes(need.states)} of weights, grads and optimizer state)"
+    )
+    available = checks.available_memory(device)
+    checks.fits_memory(
+        "data.img_size", cfg.data.img_size, need.total, available, what=what, where=str(device)
+    )
 
 
 def global_batch_steps(train: TrainConfig, world_size: int) -> tuple[int, int]:
