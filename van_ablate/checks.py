@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,12 +26,17 @@ __all__ = [
     "above",
     "accepted",
     "at_least",
+    "available_memory",
     "check_arguments",
     "check_known_keys",
+    "finite_word",
     "first_line",
+    "fits_memory",
     "folder",
     "in_range",
     "interval",
+    "meminfo_available",
+    "nbytes",
     "numbers",
     "one_of",
     "select",
@@ -68,46 +74,62 @@ def at_least(key: str, value: Any, low: int, *, why: str = "") -> None:
         raise ConfigError(key, value, f"must be an integer >= {low}{_why(why)}")
 
 
-def in_range(key: str, value: Any, low: float, high: float, *, high_open: bool = False) -> None:
-    """Refuse anything but a number in ``[low, high]`` (``[low, high)`` with ``high_open``).
+def in_range(
+    key: str, value: Any, low: float, high: float = math.inf, *, high_open: bool = False
+) -> None:
+    """Refuse anything but a finite number in ``[low, high]`` (``[low, high)`` with
+    ``high_open``; no upper bound when ``high`` is inf). nan and inf are always refused.
 
     >>> in_range("model.drop_path_rate", 1.0, 0.0, 1.0, high_open=True)
     Traceback (most recent call last):
     ...
     van_ablate.errors.ConfigError: model.drop_path_rate=1.0: must be in [0.0, 1.0)
+    >>> in_range("train.weight_decay", float("inf"), 0.0)
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: train.weight_decay=inf: must be a finite number >= 0.0
     """
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    inside = number and (low <= value < high if high_open else low <= value <= high)
+    inside = _number(value) and (low <= value < high if high_open else low <= value <= high)
     if not inside:
+        if math.isinf(high):
+            raise ConfigError(key, value, f"must be a finite number >= {low}")
         raise ConfigError(key, value, f"must be in [{low}, {high}{')' if high_open else ']'}")
 
 
 def above(key: str, value: Any, low: float, *, inclusive: bool = False, why: str = "") -> None:
-    """Refuse anything but a number > ``low`` (>= ``low`` with ``inclusive``); ``why`` is
-    said in brackets.
+    """Refuse anything but a finite number > ``low`` (>= ``low`` with ``inclusive``); ``why``
+    is said in brackets.
 
     >>> above("data.crop_pct", 0, 0, why="eval resize img_size / it")
     Traceback (most recent call last):
     ...
     van_ablate.errors.ConfigError: data.crop_pct=0: must be a number > 0 (eval resize img_size / it)
+    >>> above("train.lr", float("inf"), 0)
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: train.lr=inf: must be a finite number > 0
     >>> above("data.color_jitter", 0.0, 0, inclusive=True)
     """
     ok = _number(value) and (value >= low if inclusive else value > low)
     if not ok:
-        raise ConfigError(
-            key, value, f"must be a number {'>=' if inclusive else '>'} {low}{_why(why)}"
-        )
+        bound = f"{'>=' if inclusive else '>'} {low}"
+        raise ConfigError(key, value, f"must be a {finite_word(value)}number {bound}{_why(why)}")
 
 
 def numbers(
     key: str, value: Any, count: int, *, above: float | None = None, why: str = ""
 ) -> list[float]:
-    """Refuse anything but a list of ``count`` numbers (each > ``above`` if given); the numbers.
+    """Refuse anything but a list of ``count`` finite numbers (each > ``above`` if given); the
+    numbers.
 
     >>> numbers("data.std", [0.0], 3, above=0, why="one per channel")
     Traceback (most recent call last):
     ...
     van_ablate.errors.ConfigError: data.std=[0.0]: must be a list of 3 numbers > 0 (one per channel)
+    >>> numbers("data.mean", [0.5, float("nan"), 0.5], 3)
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.mean=[0.5, nan, 0.5]: must be a list of 3 finite numbers
     >>> numbers("data.mean", (0.5, 0.5, 0.5), 3)
     [0.5, 0.5, 0.5]
     """
@@ -116,17 +138,24 @@ def numbers(
     if not ok or (above is not None and min(values) <= above):
         bound = "" if above is None else f" > {above}"
         shown = value if values is None else values
-        raise ConfigError(key, shown, f"must be a list of {count} numbers{bound}{_why(why)}")
+        finite = finite_word(*(values or ()))
+        raise ConfigError(
+            key, shown, f"must be a list of {count} {finite}numbers{bound}{_why(why)}"
+        )
     return [float(v) for v in values]
 
 
 def interval(key: str, value: Any, low: float, high: float | None = None) -> tuple[float, float]:
-    """Refuse anything but ``[min, max]`` with ``low < min <= max`` (``<= high`` if given).
+    """Refuse anything but finite ``[min, max]`` with ``low < min <= max`` (``<= high`` if given).
 
     >>> interval("data.scale", [0.5, 2], 0, 1)
     Traceback (most recent call last):
     ...
     van_ablate.errors.ConfigError: data.scale=[0.5, 2]: must be [min, max] with 0 < min <= max <= 1
+    >>> interval("data.ratio", [1, float("inf")], 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.ratio=[1, inf]: must be finite [min, max] with 0 < min ...
     >>> interval("data.ratio", [0.75, 1.25], 0)
     (0.75, 1.25)
     """
@@ -136,7 +165,8 @@ def interval(key: str, value: Any, low: float, high: float | None = None) -> tup
     if not ok:
         bound = "" if high is None else f" <= {high}"
         shown = value if values is None else values
-        raise ConfigError(key, shown, f"must be [min, max] with {low} < min <= max{bound}")
+        finite = finite_word(*(values or ()))
+        raise ConfigError(key, shown, f"must be {finite}[min, max] with {low} < min <= max{bound}")
     return float(values[0]), float(values[1])
 
 
@@ -178,8 +208,87 @@ def folder(key: str, value: str | os.PathLike | None, *, why: str = "") -> Path:
     return path
 
 
+def fits_memory(
+    key: str, value: Any, needed: int, available: int | None, *, what: str, where: str
+) -> None:
+    """Refuse when ``needed`` bytes exceed ``available`` (None: not known, so not refused);
+    ``what`` says what needs them, ``where`` whose memory it is ("... the 64.0 GiB available
+    on cpu").
+
+    >>> fits_memory("data.img_size", 4096, 3 * 2**40, 64 * 2**30, what="a step", where="cpu")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    van_ablate.errors.ConfigError: data.img_size=4096: a step needs about 3.0 TiB, more than ...
+    >>> fits_memory("data.img_size", 64, 2**20, None, what="a step", where="cpu")
+    """
+    if available is not None and needed > available:
+        raise ConfigError(
+            key,
+            value,
+            f"{what} needs about {nbytes(needed)}, more than the {nbytes(available)} "
+            f"available on {where}",
+        )
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free for new tensors on ``device`` (a ``torch.device`` or its name): the driver's
+    free memory on CUDA, ``MemAvailable`` of ``/proc/meminfo`` on CPU; None where not known."""
+    import torch  # only the job's pre-flight asks; the config checks stay light
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        text = Path("/proc/meminfo").read_text() if device.type == "cpu" else ""
+    except OSError:
+        return None
+    return meminfo_available(text)
+
+
+def meminfo_available(text: str) -> int | None:
+    """``MemAvailable`` of a ``/proc/meminfo`` text in bytes; None when the line is missing.
+
+    >>> meminfo_available("MemTotal:  8000 kB\\nMemAvailable:  2048 kB\\n")
+    2097152
+    >>> meminfo_available("")
+    """
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == "MemAvailable":
+            return int(rest.split()[0]) * 1024  # the kernel writes kB and means KiB
+    return None
+
+
+def nbytes(n: float) -> str:
+    """A byte count in binary units, as a refusal says it.
+
+    >>> nbytes(512), nbytes(3 * 2**40), nbytes(1.5 * 2**30)
+    ('512 B', '3.0 TiB', '1.5 GiB')
+    """
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024
+        if n < 1024 or unit == "PiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+    """A finite int or float: nan fails every comparison and inf passes any lower bound, so
+    neither can be told apart from a bad value by the range checks alone."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def finite_word(*values: Any) -> str:
+    """'finite ' when one of ``values`` is nan or infinite, so a refusal says why ("must be a
+    finite number > 0"); '' otherwise.
+
+    >>> finite_word(0.5, float("nan")), finite_word(-1)
+    ('finite ', '')
+    """
+    return "finite " if any(isinstance(v, float) and not math.isfinite(v) for v in values) else ""
 
 
 def _list(value: Any) -> list[Any] | None:

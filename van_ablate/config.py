@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from timm.optim import list_optimizers
@@ -34,6 +35,7 @@ from van_ablate.paper.ablation import check_ablations
 from van_ablate.results import OBJECTIVE_FIELDS
 
 PRECISIONS = ("fp32", "bf16")
+ACTIVATION_BYTES = {"fp32": 4, "bf16": 2}  # per element of an activation, by train.precision
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
 LOGGERS = ("wandb", "none")
@@ -130,24 +132,24 @@ def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
         cfg = OmegaConf.to_object(cfg)
     m, t, log = cfg.model, cfg.train, cfg.logger
     checks.one_of("model.name", m.name, ARCHS)
-    # The model group's values, checked now rather than after the data is loaded.
-    ModelSpec.from_config(m, cfg.lka, num_classes=0, img_size=1)
+    # The model group's values and the image size it can take, checked now rather than after
+    # the data is loaded.
+    ModelSpec.from_config(m, cfg.lka, num_classes=0, img_size=cfg.data.img_size)
     for key in ("epochs", "batch_size", "eval_batch_size", "lr_base_batch"):
         checks.at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("cooldown_epochs", "warmup_epochs"):
         checks.at_least(f"train.{key}", getattr(t, key), 0)
     if t.global_batch is not None:
         checks.at_least("train.global_batch", t.global_batch, 1)
-    for key in ("lr", "weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
-        checks.in_range(f"train.{key}", getattr(t, key), 0.0, float("inf"))
-    if t.lr <= 0:
-        raise ConfigError("train.lr", t.lr, "must be > 0")
+    checks.above("train.lr", t.lr, 0)
+    for key in ("weight_decay", "warmup_lr", "min_lr", "mixup", "cutmix"):
+        checks.in_range(f"train.{key}", getattr(t, key), 0.0)
     for key in ("mixup_prob", "mixup_switch_prob"):
         checks.in_range(f"train.{key}", getattr(t, key), 0.0, 1.0)
     checks.in_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, high_open=True)
     checks.in_range("train.ema_decay", t.ema_decay, 0.0, 1.0, high_open=True)
-    if t.clip_grad is not None and t.clip_grad <= 0:
-        raise ConfigError("train.clip_grad", t.clip_grad, "must be null or > 0")
+    if t.clip_grad is not None:
+        checks.above("train.clip_grad", t.clip_grad, 0, why="or null: no clipping")
     checks.one_of("train.opt", t.opt, list_optimizers())
     checks.one_of("train.sched", t.sched, SCHEDULES)
     checks.one_of("train.precision", t.precision, PRECISIONS)
@@ -166,6 +168,37 @@ def validate(cfg: DictConfig | Config, ablations: Sequence[str] = ()) -> Config:
     if tr.storage is not None and (tr.study_name is None or tr.number is None):
         raise ConfigError("trial.storage", tr.storage, "needs trial.study_name and trial.number")
     return cfg
+
+
+def check_memory(cfg: Config, device: torch.device) -> None:
+    """Pre-flight, before anything is allocated: refuse a run whose training step cannot fit in
+    the free memory of ``device`` (:meth:`ModelSpec.step_memory` against
+    :func:`checks.available_memory`), naming ``data.img_size`` and ``train.batch_size``.
+
+    The estimate counts module outputs, 0.86-0.90 of the activations autograd keeps for
+    van_proxy and van_b0 at 32-64 px (the rest are elementwise products and sums), and no
+    allocator overhead: a refused run could not have fitted, a run just below may still not.
+    The head is sized for ``data.num_classes`` or, before the data says, 1000 classes.
+    """
+    t = cfg.train
+    spec = ModelSpec.from_config(
+        cfg.model, cfg.lka, num_classes=cfg.data.num_classes or 1000, img_size=cfg.data.img_size
+    )
+    # Weights, grads and AdamW's two moments, plus the EMA's copy.
+    need = spec.step_memory(
+        t.batch_size,
+        activation_bytes=ACTIVATION_BYTES[t.precision],
+        state_copies=4 + int(t.ema),
+    )
+    what = (
+        f"with train.batch_size={t.batch_size} a training step of {spec.name} "
+        f"({checks.nbytes(need.activations)} of {t.precision} activations, "
+        f"{checks.nbytes(need.states)} of weights, grads and optimizer state)"
+    )
+    available = checks.available_memory(device)
+    checks.fits_memory(
+        "data.img_size", cfg.data.img_size, need.total, available, what=what, where=str(device)
+    )
 
 
 def global_batch_steps(train: TrainConfig, world_size: int) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_dataset, create_loader, create_transform
+from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import Dataset, IterableDataset
 
 from van_ablate import checks
@@ -371,13 +372,15 @@ def _folder(cfg: DataConfig, root: str, split: str, key: str, seed: int) -> tupl
     if path is None:
         allowed = f"no folder {os.path.join(root, split)} (nor {', '.join(synonyms)})"
         raise ConfigError(f"data.{key}", split, allowed)
-    ds = create_dataset("", root=path, split=split, search_split=False)
-    if len(ds) == 0:
-        allowed = f"no images in {path}: expected <class>/<image> files"
-        raise ConfigError("data.root", cfg.root, allowed)
+    try:
+        ds = create_dataset("", root=path, split=split, search_split=False)
+    except RuntimeError:  # timm's reader found no file with an image extension
+        raise _no_image(cfg.root, path, []) from None
     good, bad = [], []
     for i, (filename, _) in enumerate(ds.reader.samples):
         (bad if _corrupt(filename) else good).append(i)
+    if not good:
+        raise _no_image(cfg.root, path, [ds.reader.samples[i][0] for i in bad])
     if bad and cfg.on_corrupt == "stop":
         first = ds.reader.samples[bad[0]][0]
         raise ConfigError(
@@ -393,6 +396,21 @@ def _folder(cfg: DataConfig, root: str, split: str, key: str, seed: int) -> tupl
         ds._max_retries = 1
         samples.stop_on_error = True
     return samples, len(bad)
+
+
+def _no_image(root: str | None, path: str, unreadable: list[str]) -> ConfigError:
+    """The refusal of a split with no readable image, saying what its folder holds."""
+    classes = [e for e in os.scandir(path) if e.is_dir()]
+    files = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names]
+    found = f"{len(classes)} class folder(s) and {len(files)} file(s)"
+    if unreadable:
+        empty = sum(os.path.getsize(f) == 0 for f in unreadable)
+        first = os.path.relpath(unreadable[0], path)
+        found += f", none readable ({empty} of {len(unreadable)} images are 0 bytes; e.g. {first})"
+    elif files:
+        found += f", none named {'/'.join(get_img_extensions())}"
+    allowed = f"no readable image in {path}: found {found}; expected <class>/<image> files"
+    return ConfigError("data.root", root, allowed)
 
 
 def _corrupt(filename: str) -> bool:

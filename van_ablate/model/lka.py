@@ -136,6 +136,39 @@ class LKASpec:
             extent += d * (self.dwd_kernel - 1)
         return extent
 
+    def check_fits(self, map_side: int, *, img_size: int) -> None:
+        """Refuse a kernel far larger than the largest feature map (``map_side`` px, stage 1's
+        at ``img_size``): the widest single conv may span at most ``2 * (2 * map_side - 1)``.
+
+        >>> LKASpec(kernel_size=28).check_fits(16, img_size=64)  # the paper's K=7..28 fit
+        >>> LKASpec(kernel_size=201).check_fits(16, img_size=64)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        van_ablate.errors.ConfigError: lka.kernel_size=201: the DW-D-Conv (d=10) spans 201 px, ...
+        """
+        # A tap more than map_side - 1 px off centre only ever multiplies zero padding; past
+        # twice that reach, over half of the conv's span is such taps.
+        reach = 2 * map_side - 1
+        d = self.resolved_dilation
+        if self.dense:
+            name, span = "dense conv", self.kernel_size
+        elif self.dwd_conv and d * (self.dwd_kernel - 1) + 1 >= self.dw_kernel:
+            name, span = f"DW-D-Conv (d={d})", d * (self.dwd_kernel - 1) + 1
+        else:
+            name, span = f"DW-Conv (d={d})", self.dw_kernel if self.dw_conv else 1
+        if span <= 2 * reach:
+            return
+        key, value, largest = "lka.kernel_size", self.kernel_size, f"kernel_size <= {2 * reach}"
+        if name.startswith("DW-Conv"):  # its 2d - 1 window grows with the dilation alone
+            key, value, largest = "lka.dilation", self.dilation, f"dilation <= {reach}"
+        raise ConfigError(
+            key,
+            value,
+            f"the {name} spans {span} px, over twice the {reach} px in which its taps reach the "
+            f"{map_side} px map of stage 1 at data.img_size={img_size}; allowed: a span <= "
+            f"{2 * reach} px (any {largest})",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain fields plus the resolved dilation, as written to results and reports."""
         return {**dataclasses.asdict(self), "resolved_dilation": self.resolved_dilation}

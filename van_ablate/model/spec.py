@@ -16,8 +16,9 @@ architecture.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, List, NamedTuple, Optional  # noqa: UP035  (OmegaConf reads these)
 
 import timm
 import torch
@@ -29,9 +30,12 @@ from van_ablate.model.complexity import Cost, count_cost, van_cost
 from van_ablate.model.lka import LKASpec
 from van_ablate.model.van import ARCHS
 
-__all__ = ["ModelConfig", "ModelSpec"]
+__all__ = ["ModelConfig", "ModelSpec", "StepMemory", "step_memory"]
 
 _ARCH_FIELDS = ("dims", "depths", "mlp_ratios")
+# Strides of van.py's patch embeds (7x7/4, then 3x3/2 per stage; tests check them against the
+# model): a stage's map is ceil(previous side / stride) wide.
+STRIDES = (4, 2, 2, 2)
 
 
 @dataclasses.dataclass
@@ -88,7 +92,8 @@ class ModelSpec:
         for key in _ARCH_FIELDS:
             value = getattr(self, key)
             if len(value) != stages or not all(_positive(v) for v in value):
-                allowed = f"must be {stages} positive numbers (one per stage) or null"
+                finite = checks.finite_word(*value)
+                allowed = f"must be {stages} positive {finite}numbers (one per stage) or null"
                 raise ConfigError(f"model.{key}", list(value), allowed)
         if not isinstance(self.layer_scale, bool):
             raise ConfigError("model.layer_scale", self.layer_scale, "must be true or false")
@@ -96,6 +101,22 @@ class ModelSpec:
         checks.at_least("num_classes", self.num_classes, 0)
         checks.at_least("img_size", self.img_size, 1)
         checks.at_least("in_chans", self.in_chans, 1)
+        # Each patch embed must get a map at least its stride wide: at 16 px stage 4 would
+        # "downsample" a 1 x 1 map, seeing the image in 1 of its 9 taps.
+        if self.img_size < MIN_IMG_SIZE:
+            strides = " x ".join(map(str, STRIDES))
+            why = f"the patch embeds downsample by {strides}; smaller, one gets a 1 x 1 map"
+            checks.at_least("data.img_size", self.img_size, MIN_IMG_SIZE, why=why)
+        self.lka.check_fits(self.feature_sizes[0], img_size=self.img_size)
+
+    @property
+    def feature_sizes(self) -> tuple[int, ...]:
+        """Side of each stage's feature map for an ``img_size`` x ``img_size`` input.
+
+        >>> ModelSpec("van_b0", img_size=224).feature_sizes, ModelSpec(img_size=64).feature_sizes
+        ((56, 28, 14, 7), (16, 8, 4, 2))
+        """
+        return feature_sizes(self.img_size)
 
     @classmethod
     def from_config(
@@ -199,6 +220,27 @@ class ModelSpec:
             "img_size": self.img_size,
         }
 
+    def step_memory(
+        self, batch_size: int, *, activation_bytes: int = 4, state_copies: int = 4
+    ) -> StepMemory:
+        """:func:`step_memory` of this model for a batch of ``batch_size`` images, counted on the
+        meta device (no activation is allocated; the weights are built once on CPU, as timm's
+        constructor needs real tensors). The caller's RNG stream is untouched.
+
+        >>> ModelSpec("van_proxy", num_classes=10, img_size=64).step_memory(128)
+        StepMemory(activations=141562880, states=5375648)
+        """
+        with torch.random.fork_rng(devices=[]):
+            model = self.build().to("meta")
+        shape = (self.in_chans, self.img_size, self.img_size)
+        return step_memory(
+            model,
+            shape,
+            batch_size,
+            activation_bytes=activation_bytes,
+            state_copies=state_copies,
+        )
+
     def changed_arch(self) -> dict[str, list]:
         """The architecture fields that differ from the registered model's (NAS trials)."""
         arch = ARCHS[self.name]
@@ -209,5 +251,84 @@ class ModelSpec:
         }
 
 
+def feature_sizes(img_size: int) -> tuple[int, ...]:
+    """Side of each stage's map: a k x k conv (k odd) padded by k // 2 gives ceil(side / stride)."""
+    sides = [img_size]
+    for stride in STRIDES:
+        sides.append(-(-sides[-1] // stride))
+    return tuple(sides[1:])
+
+
+def _smallest_img_size() -> int:
+    """The smallest image whose every patch embed gets a map at least its stride wide (17)."""
+    n = 1
+    while any(s < stride for s, stride in zip((n, *feature_sizes(n)), STRIDES, strict=False)):
+        n += 1
+    return n
+
+
+MIN_IMG_SIZE = _smallest_img_size()
+
+
+class StepMemory(NamedTuple):
+    """Bytes one training step holds, as :func:`step_memory` estimates them."""
+
+    activations: int  # module outputs kept for the backward pass
+    states: int  # weights, grads and optimizer state
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.states
+
+
+def step_memory(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    *,
+    activation_bytes: int = 4,
+    state_copies: int = 4,
+) -> StepMemory:
+    """Estimate the memory of one training step of ``model`` (on the meta device, so nothing is
+    allocated) on a batch of ``batch_size`` inputs of ``input_shape`` (one sample's).
+
+    Activations: the output elements of every leaf module for one sample x ``batch_size`` x
+    ``activation_bytes`` (4 in fp32, 2 under bf16 autocast); an output that is its input
+    (Identity, Dropout and DropPath in eval mode) counts once. Elementwise sums and products
+    between modules are left out, so the real peak is higher. States: ``state_copies`` fp32
+    copies of the parameters (weights, grads and AdamW's two moments: 4).
+
+    >>> conv = nn.Conv2d(3, 8, 3, padding=1, device="meta")  # 8 x 10 x 10 outputs, 224 params
+    >>> step_memory(conv, (3, 10, 10), batch_size=4)  # 800 x 4 x 4 B; 224 x 4 copies x 4 B
+    StepMemory(activations=12800, states=3584)
+    """
+    elements = 0
+
+    def count(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal elements
+        if isinstance(output, torch.Tensor) and not any(output is x for x in inputs):
+            elements += output.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    training = model.training
+    # Eval mode: BatchNorm takes a batch of one, and dropout returns its input (counted once).
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, *input_shape, device="meta"))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return StepMemory(elements * batch_size * activation_bytes, params * state_copies * 4)
+
+
 def _positive(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )

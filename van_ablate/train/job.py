@@ -17,7 +17,7 @@ from typing import Any
 import timm
 import torch
 
-from van_ablate.config import Config, global_batch_steps, scaled_lr
+from van_ablate.config import Config, check_memory, global_batch_steps, scaled_lr
 from van_ablate.data.loaders import build_loaders
 from van_ablate.errors import ConfigError
 from van_ablate.model.keyed_init import init_keyed
@@ -44,6 +44,7 @@ def run(
     dist = dist or DistEnv()
     t, run_dir = cfg.train, Path(run_dir)
     device = distributed.setup(t.device, dist)
+    check_memory(cfg, device)  # before the data, the model or any file takes memory or disk
     resume = checkpoint.resume_from(run_dir, cfg.resume)
     if resume is not None:
         checkpoint.check_same_config(resume[1], resolved, resume[0])
