@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import REPO
-from report_inputs import make_results, make_study, write_run
+from report_inputs import make_results, make_study, non_dominated, write_run
 
 from van_ablate.analysis import report
 from van_ablate.analysis.collect import load_runs, run_row
@@ -58,16 +58,6 @@ def test_report_all_writes_every_table_format_and_figure_non_empty(full_report):
             assert (full_report / "figures" / f"{fig}.{fmt}").stat().st_size > 1000, fig
     assert (full_report / "figures" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((full_report / "trials.csv").read_text().splitlines()) == 1 + 2 * len(ABLATIONS)
-
-
-def non_dominated(points: list[tuple[float, float]]) -> set[tuple[float, float]]:
-    """(MACs, top-1) pairs no other pair beats: as few or fewer MACs and as high or higher top-1,
-    better in one. Every pair against every other, independent of the report's own sort."""
-    return {
-        (m, t)
-        for m, t in points
-        if not any(m2 <= m and t2 >= t and (m2, t2) != (m, t) for m2, t2 in points)
-    }
 
 
 def test_pareto_front_is_exactly_the_non_dominated_trials(full_report):
