@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import TINY_RUN, offline_wandb_record, read_results
+from wandb.proto import wandb_internal_pb2
 
 from van_ablate.__main__ import main
 from van_ablate.wandb_logger import resolve_mode
@@ -18,6 +21,36 @@ def no_wandb_key(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
+
+
+def wandb_records(data: bytes) -> Iterator[wandb_internal_pb2.Record]:
+    """The records of an offline run's ``.wandb`` file, in order.
+
+    By hand: the wandb package has had no reader for its own files since its Go core. The file is
+    a 7-byte header (``:W&B``, magic, version), then LevelDB's log format: 32 KiB blocks of
+    chunks, each a 7-byte header (CRC, length, type: 1 full, 2 first, 3 middle, 4 last) and its
+    bytes; a block's last bytes too few for a header are padding. Each record is a protobuf.
+    """
+    assert data[:4] == b":W&B", data[:7]
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        if (left := 32 * 1024 - pos % (32 * 1024)) < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def run_record(data: bytes) -> wandb_internal_pb2.RunRecord:
+    """The run's own record: id, name, group, tags, config."""
+    [run] = [r.run for r in wandb_records(data) if r.WhichOneof("record_type") == "run"]
+    return run
 
 
 def test_without_a_key_the_mode_is_offline_at_once(no_wandb_key):
@@ -55,4 +88,8 @@ def test_a_run_without_a_key_keeps_an_offline_wandb_run_in_its_directory(
     assert record.name == f"run-{run_id}.wandb"
     for needle in logged:
         assert needle in data, needle
+    run = run_record(data)
+    assert (run.run_id, run.display_name) == (run_id, "run")
+    assert run.run_group == "van_proxy/sigmoid"  # <model>/<ablations>
+    assert list(run.tags) == ["van_proxy", "sigmoid"]
     assert f"wandb sync {offline}" in out
