@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, offline_wandb_record, read_results
+from conftest import TINY_RUN, offline_wandb_record, read_results, run_main
+from torch.nn.modules.module import register_module_forward_pre_hook
 from wandb.proto import wandb_internal_pb2
 
 from van_ablate.__main__ import main
+from van_ablate.model.van import VAN
 from van_ablate.wandb_logger import resolve_mode
 
 
@@ -93,3 +99,61 @@ def test_a_run_without_a_key_keeps_an_offline_wandb_run_in_its_directory(
     assert run.run_group == "van_proxy/sigmoid"  # <model>/<ablations>
     assert list(run.tags) == ["van_proxy", "sigmoid"]
     assert f"wandb sync {offline}" in out
+
+
+def finished_records(root: Path, n: int, timeout_s: float = 30.0) -> dict[str, list]:
+    """The records of the ``n`` offline runs under ``root`` by folder name, once each has its
+    exit record (W&B's service may write the last ones a moment after ``finish()``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = {
+            f.parent.name: list(wandb_records(f.read_bytes()))
+            for f in sorted(root.glob("offline-run-*/run-*.wandb"))
+        }
+        kinds = [{r.WhichOneof("record_type") for r in records} for records in runs.values()]
+        if (len(runs) == n and all("exit" in k for k in kinds)) or time.monotonic() > deadline:
+            assert len(runs) == n, runs.keys()
+            return runs
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(no_wandb_key, image_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY_RUN if not a.startswith("logger=")] + ["train.epochs=2"]
+    args += ["logger=wandb", "data=imagefolder", f"data.root={image_folder}"]
+    args += [f"hydra.run.dir={run_dir}"]
+    steps: list[int] = []
+
+    def stop_in_epoch_2(module, inputs):  # 3 steps an epoch: the 4th is epoch 2's first
+        if isinstance(module, VAN) and module.training:
+            steps.append(1)
+            if len(steps) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handle = register_module_forward_pre_hook(stop_in_epoch_2)
+    try:
+        code, err = run_main(args, capsys)
+    finally:
+        handle.remove()
+    assert code == 128 + signal.SIGTERM, err
+    code, err = run_main(args, capsys)
+    assert code == 0, err
+    run_id = read_results(run_dir)["run_id"]
+    first, resumed = finished_records(run_dir / "wandb", 2).values()  # folders sort by time
+    for records in (first, resumed):
+        [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        assert run.run_id == run_id
+    exits = [[r.exit.exit_code for r in rs if r.WhichOneof("record_type") == "exit"]
+             for rs in (first, resumed)]  # fmt: skip
+    assert exits == [[128 + signal.SIGTERM], [0]]
+    assert [logged_epochs(rs) for rs in (first, resumed)] == [[1], [2]]  # epoch 2 goes on
+
+
+def logged_epochs(records: list) -> list[int]:
+    """The epochs a run's history logged ``epoch/*`` metrics for."""
+    return [
+        int(json.loads(item.value_json))
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for item in r.history.item
+        if (item.key or "/".join(item.nested_key)) == "epoch"
+    ]
