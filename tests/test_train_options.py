@@ -175,11 +175,11 @@ def test_a_compiled_run_trains_through_compiled_graphs_to_the_eager_metrics(
 ):
     from torch._dynamo.utils import counters
 
-    args = [*folder_run(image_folder, tmp_path / "eager"), "train.deterministic=true"]
+    args = folder_run(image_folder, tmp_path / "eager")
     code, err = run_main(args, capsys)
     assert code == 0, err
     counters.clear()
-    args = [*folder_run(image_folder, tmp_path / "compiled"), "train.deterministic=true"]
+    args = folder_run(image_folder, tmp_path / "compiled")
     code, err = run_main([*args, "train.compile=true"], capsys)
     assert code == 0, err
     assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled the model, not eager
