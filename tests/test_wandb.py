@@ -86,6 +86,7 @@ def test_a_resumed_run_continues_the_same_wandb_run(no_wandb_key, image_folder, 
     finally:
         handle.remove()
     assert code == 128 + signal.SIGTERM, err
+    time.sleep(1.1)  # W&B names a run's folder by its start second and id: keep the two apart
     code, err = run_main(args, capsys)
     assert code == 0, err
     run_id = read_results(run_dir)["run_id"]
