@@ -213,3 +213,13 @@ def make_study(
         )
     study.add_trials(trials)
     return study
+
+
+def non_dominated(points: list[tuple[float, float]]) -> set[tuple[float, float]]:
+    """(MACs, top-1) pairs no other pair beats: as few or fewer MACs and as high or higher top-1,
+    better in one. Every pair against every other, independent of the report's own sort."""
+    return {
+        (m, t)
+        for m, t in points
+        if not any(m2 <= m and t2 >= t and (m2, t2) != (m, t) for m2, t2 in points)
+    }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from report_inputs import make_results, write_checkpoint, write_run
 
@@ -47,6 +49,59 @@ def test_grad_cam_covers_the_input_for_the_predicted_class(runs):
     model = load_run_model(runs[0][0], which="best")
     cam = attention.grad_cam(model, torch.randn(2, 3, 64, 64))
     assert cam.shape == (2, 64, 64) and 0.0 <= cam.min() and cam.max() <= 1.0
+    for m in cam:  # a map, not a blank: pytorch-grad-cam scales each non-zero map to [0, 1]
+        assert m.max() == pytest.approx(1.0) and m.min() == pytest.approx(0.0)
+
+
+SQUARE = 16  # one Grad-CAM cell of stage 3 at 64 px
+
+
+def coloured_squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images of faint noise with one square, red (class 0) or green (class 1), anywhere; and
+    the classes and the squares' top-left corners."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, 3, 64, 64), generator=g) * 0.5 - 0.25
+    y = torch.randint(0, 2, (n,), generator=g)
+    corners = torch.randint(0, 64 - SQUARE + 1, (n, 2), generator=g)
+    for i, (r, c) in enumerate(corners.tolist()):
+        x[i, :, r : r + SQUARE, c : c + SQUARE] = -1.0
+        x[i, y[i], r : r + SQUARE, c : c + SQUARE] = 2.0
+    return x, y, corners
+
+
+@pytest.fixture(scope="module")
+def square_model():
+    """van_proxy trained for 60 steps to tell a red square from a green one (about 6 s)."""
+    torch.manual_seed(0)
+    model = timm.create_model("van_proxy", num_classes=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(60):
+        x, y, _ = coloured_squares(16, seed=step)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_grad_cam_is_highest_on_the_object_that_decides_the_class(square_model):
+    x, y, corners = coloured_squares(16, seed=1000)
+    with torch.no_grad():
+        assert (square_model(x).argmax(1) == y).all()  # it has learnt the task
+    maps, _ = attention.lka_maps(square_model, x)
+    stage = attention.cam_stage(maps)
+    assert stage == 3  # 4x4 at 64 px, as the attention command picks it
+    cam = attention.grad_cam(square_model, x, stage)
+    inside, outside = [], []
+    for m, (r, c) in zip(cam, corners.tolist(), strict=True):
+        assert m.max() == pytest.approx(1.0) and m.std() > 0.05  # signal, not a flat map
+        on = np.zeros(m.shape, dtype=bool)
+        on[r : r + SQUARE, c : c + SQUARE] = True
+        inside.append(m[on].mean())
+        outside.append(m[~on].mean())
+    # The evidence is the square: Grad-CAM puts more weight on it than on the noise around it
+    # (on average: a 4x4 map blurs the square over its neighbouring cells).
+    assert np.mean(inside) > np.mean(outside) + 0.1
+    assert np.mean(np.greater(inside, outside)) >= 0.75
 
 
 def test_attention_command_writes_one_figure_per_image_and_a_page(runs, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import runpy
@@ -11,7 +12,8 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import REPO
-from report_inputs import make_results, make_study, write_run
+from report_inputs import make_results, make_study, non_dominated, write_run
+from wandb_records import finished_records
 
 from van_ablate.analysis import report
 from van_ablate.analysis.collect import load_runs, run_row
@@ -60,16 +62,17 @@ def test_report_all_writes_every_table_format_and_figure_non_empty(full_report):
     assert len((full_report / "trials.csv").read_text().splitlines()) == 1 + 2 * len(ABLATIONS)
 
 
-def test_pareto_front_lists_the_non_dominated_trials(full_report):
+def test_pareto_front_is_exactly_the_non_dominated_trials(full_report):
     front = pd.read_csv(full_report / "pareto_front.csv")
     trials = pd.read_csv(full_report / "trials.csv")
-    assert len(front) >= 1 and front["complexity.macs"].is_monotonic_increasing
+    complete = trials[(trials["state"] == "COMPLETE") & trials["feasible"]]
+    points = list(zip(complete["complexity.macs"], complete["best.val_top1"], strict=True))
+    want = non_dominated(points)
+    assert 1 < len(want) < len(set(points))  # the inputs give a front that leaves trials out
+    listed = list(zip(front["complexity.macs"], front["best.val_top1"], strict=True))
+    assert set(listed) == want and len(listed) == len(want)  # each front point listed once
+    assert front["complexity.macs"].is_monotonic_increasing
     assert front["best.val_top1"].is_monotonic_increasing  # more MACs only for more top-1
-    for _, t in trials.iterrows():  # no trial beats a front trial on both objectives
-        dominates = (t["complexity.macs"] <= front["complexity.macs"]) & (
-            t["best.val_top1"] > front["best.val_top1"]
-        )
-        assert not dominates.any()
 
 
 def test_html_page_is_self_contained_with_every_figure_inlined(full_report):
@@ -143,6 +146,40 @@ def test_wandb_upload_offline_writes_tables_and_images(full_report, tmp_path, mo
     assert list((media / "table").glob("table3_*.table.json"))
     assert list((media / "images" / "figures").glob("pareto_*.png"))
     assert list(run_dir.glob("*.wandb"))
+
+
+def test_report_command_without_a_key_reads_local_runs_and_writes_its_wandb_run_offline(
+    inputs, tmp_path, monkeypatch, caplog, capsys
+):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: no key
+    root, storage = inputs
+    out = tmp_path / "out"
+    argv = ["table3", str(root / "runs"), "--storage", storage, "--out", str(out)]
+    argv += ["--wandb-runs", "me/van-ablate", "--wandb-project", "van-ablate", "--no-svg"]
+    with caplog.at_level(logging.WARNING, logger="analysis"):
+        assert report.main(argv) == 0
+    warnings = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert warnings == [
+        "skipped W&B project me/van-ablate: no API key (set WANDB_API_KEY or wandb login)"
+    ]
+    table3 = pd.read_csv(out / "table3.csv")
+    assert table3["top1_mean"].notna().any()  # the local runs are still in the report
+    [offline] = (out / "wandb").glob("offline-run-*")
+    assert (
+        f"W&B is offline; upload the report with: wandb sync {offline}" in capsys.readouterr().out
+    )
+    [run] = finished_records(out / "wandb", 1).values()
+    [meta] = [r.run for r in run if r.WhichOneof("record_type") == "run"]
+    assert (meta.project, meta.run_group, meta.job_type) == ("van-ablate", "nas", "report")
+    assert meta.display_name == "report-table3"
+    media = offline / "files" / "media"
+    for name, rows in (("table3", len(table3)), ("trials", 2 * len(ABLATIONS))):
+        [logged] = (media / "table").glob(f"{name}_*.table.json")
+        assert len(json.loads(logged.read_text())["data"]) == rows, name
+    logged = {p.name.rsplit("_", 2)[0] for p in (media / "images" / "figures").glob("*.png")}
+    assert logged == {p.stem for p in (out / "figures").glob("*.png")}
 
 
 def test_wandb_collection_without_a_key_warns_once_and_collects_nothing(caplog):

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_RUN, read_results, run_app, run_env, run_main, write_image_folder
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 from van_ablate.__main__ import main
 from van_ablate.errors import EXIT_CONFIG, Preempted
+from van_ablate.model.van import VAN
 from van_ablate.train import checkpoint
 from van_ablate.train.preemption import StopSignals
 
@@ -184,6 +186,47 @@ def test_a_stop_signal_is_handed_to_the_handler_that_was_there_before():
         assert calls == [signal.SIGUSR2] and raised.value.exit_code == 140
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+def signal_during_evaluation(args: list[str], signum: int, capsys) -> tuple[int, str]:
+    """Run the app in this process and send it ``signum`` as it starts evaluating epoch 1."""
+    trained: list[int] = []  # the model being trained (not the copy counted for MACs)
+    sent: list[int] = []
+
+    def look(module, inputs):
+        if isinstance(module, VAN) and module.training and not trained:
+            trained.append(id(module))
+        elif not module.training and trained == [id(module)] and not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), signum)
+
+    handle = register_module_forward_pre_hook(look)
+    try:
+        return run_main(args, capsys)
+    finally:
+        handle.remove()
+
+
+def test_a_stop_signal_during_evaluation_stops_after_that_epochs_checkpoint(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "images")
+    reference = tmp_path / "reference"
+    code, err = run_main(two_epoch_args(root, reference), capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    code, err = signal_during_evaluation(two_epoch_args(root, run_dir), signal.SIGTERM, capsys)
+    assert code == 128 + signal.SIGTERM
+    assert "stopped: stopped by SIGTERM after writing a checkpoint; run again to resume" in err
+    ckpt = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)  # the whole epoch, evaluated
+    r = read_results(run_dir)
+    assert r["status"] == "running" and len(r["epochs"]) == 1
+
+    code, err = run_main(two_epoch_args(root, run_dir), capsys)
+    assert code == 0, err
+    assert "resuming" in (run_dir / "train.log").read_text()
+    got = read_results(run_dir)
+    assert got["status"] == "completed" and len(got["epochs"]) == 2
+    same_metrics(got, read_results(reference))
 
 
 # --------------------------------------------------------------------------- damaged files

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
-from conftest import TINY_RUN, offline_wandb_record, read_results
+from conftest import TINY_RUN, offline_wandb_record, read_results, run_main
+from torch.nn.modules.module import register_module_forward_pre_hook
+from wandb_records import finished_records, logged_epochs, run_record
 
 from van_ablate.__main__ import main
+from van_ablate.model.van import VAN
 from van_ablate.wandb_logger import resolve_mode
 
 
@@ -55,4 +60,41 @@ def test_a_run_without_a_key_keeps_an_offline_wandb_run_in_its_directory(
     assert record.name == f"run-{run_id}.wandb"
     for needle in logged:
         assert needle in data, needle
+    run = run_record(data)
+    assert (run.run_id, run.display_name) == (run_id, "run")
+    assert run.run_group == "van_proxy/sigmoid"  # <model>/<ablations>
+    assert list(run.tags) == ["van_proxy", "sigmoid"]
     assert f"wandb sync {offline}" in out
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(no_wandb_key, image_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY_RUN if not a.startswith("logger=")] + ["train.epochs=2"]
+    args += ["logger=wandb", "data=imagefolder", f"data.root={image_folder}"]
+    args += [f"hydra.run.dir={run_dir}"]
+    steps: list[int] = []
+
+    def stop_in_epoch_2(module, inputs):  # 3 steps an epoch: the 4th is epoch 2's first
+        if isinstance(module, VAN) and module.training:
+            steps.append(1)
+            if len(steps) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handle = register_module_forward_pre_hook(stop_in_epoch_2)
+    try:
+        code, err = run_main(args, capsys)
+    finally:
+        handle.remove()
+    assert code == 128 + signal.SIGTERM, err
+    time.sleep(1.1)  # W&B names a run's folder by its start second and id: keep the two apart
+    code, err = run_main(args, capsys)
+    assert code == 0, err
+    run_id = read_results(run_dir)["run_id"]
+    first, resumed = finished_records(run_dir / "wandb", 2).values()  # folders sort by time
+    for records in (first, resumed):
+        [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        assert run.run_id == run_id
+    exits = [[r.exit.exit_code for r in rs if r.WhichOneof("record_type") == "exit"]
+             for rs in (first, resumed)]  # fmt: skip
+    assert exits == [[128 + signal.SIGTERM], [0]]
+    assert [logged_epochs(rs) for rs in (first, resumed)] == [[1], [2]]  # epoch 2 goes on
