@@ -220,6 +220,10 @@ def test_a_stop_signal_during_evaluation_stops_after_that_epochs_checkpoint(tmp_
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)  # the whole epoch, evaluated
     r = read_results(run_dir)
     assert r["status"] == "running" and len(r["epochs"]) == 1
+    assert (
+        r["reason"] == f"stopped by signal {int(signal.SIGTERM)} after epoch 1; resumes from there"
+    )
+    assert "during the evaluation of epoch 1" in (run_dir / "train.log").read_text()
 
     code, err = run_main(two_epoch_args(root, run_dir), capsys)
     assert code == 0, err

@@ -79,7 +79,8 @@ class Trainer:
                 return True
             last_epoch = epoch + 1 == self.recipe.total_epochs
             if not last_epoch and stop.agreed(self.dist, self.device):
-                stop.hand_over()  # the signal came during evaluation; the epoch is saved
+                record.stopped_after_epoch(stop.signum)  # came during evaluation; epoch saved
+                stop.hand_over()
         return False
 
     def _epoch(self, epoch: int, record: Any, stop: StopSignals) -> dict[str, Any]:

@@ -112,8 +112,21 @@ class RunRecord:
                 trainer.step,
                 self.run_dir / "checkpoints" / checkpoint.LAST,
             )
-        reason = f"stopped by signal {signum} in epoch {len(self.epochs) + 1}; resumes from there"
-        self._write_results("running", reason)
+        self._note_stop(signum, f"in epoch {len(self.epochs) + 1}")
+
+    def stopped_after_epoch(self, signum: int) -> None:
+        """A stop signal during evaluation: the epoch's checkpoint is written already."""
+        if self.dist.is_main:
+            log.warning(
+                "stop signal %d during the evaluation of epoch %d: resumes after it from %s",
+                signum,
+                len(self.epochs),
+                self.run_dir / "checkpoints" / checkpoint.LAST,
+            )
+        self._note_stop(signum, f"after epoch {len(self.epochs)}")
+
+    def _note_stop(self, signum: int, where: str) -> None:
+        self._write_results("running", f"stopped by signal {signum} {where}; resumes from there")
         if self.wandb is not None:
             self.wandb.finish(_wandb_summary(self.results), exit_code=128 + signum)
             self.wandb = None
