@@ -209,3 +209,14 @@ def test_an_adaptive_sweep_stops_when_every_row_has_stopped_and_trains_no_point_
     points = [(t.params["+ablation"], t.params["seed"]) for t in study.trials]
     assert len(points) == len(set(points)) and 4 <= len(points) <= 6
     assert {("baseline", 0), ("baseline", 1), ("dense_conv", 0), ("dense_conv", 1)} <= set(points)
+
+
+def test_the_removed_motpe_sampler_is_refused_saying_so(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = sweep_app(sweep_dir, "hydra/sweeper/sampler=motpe", "seed=choice(0,1)", ok=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: hydra/sweeper/sampler='motpe': MOTPESampler was removed in Optuna 4; tpe handles "
+        "several objectives (sampler=tpe)"
+    ]
+    assert not list(sweep_dir.glob("trial_*"))

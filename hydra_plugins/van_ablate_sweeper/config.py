@@ -34,6 +34,11 @@ SAMPLERS: Dict[str, Dict[str, Any]] = {
     # choices of row_param in params, as a grid's points are
     "adaptive": dict(_target_="van_ablate.sweep.adaptive.AdaptiveSampler", baseline="baseline"),
 }
+# Options of the official plugin that Optuna has since removed: chosen, each is refused in one line
+# that says what to use instead (rather than Hydra's "Could not find").
+REMOVED: Dict[str, str] = {
+    "motpe": "MOTPESampler was removed in Optuna 4; tpe handles several objectives (sampler=tpe)",
+}
 # Jobs report their per-epoch metric with step = epochs done (1-based).
 PRUNERS: Dict[str, Dict[str, Any]] = {
     "none": dict(_target_="optuna.pruners.NopPruner"),
@@ -101,6 +106,9 @@ store.store(
 )
 # Open nodes (struct off): any argument of the Optuna class is set as the official plugin's
 # `hydra.sweeper.sampler.n_ei_candidates=30`, without `+`; unknown ones are refused when built.
+for _name in REMOVED:
+    _node = OmegaConf.create({"_target_": None, "removed": _name}, flags={"struct": False})
+    store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="van_ablate")
 for _group, _table, _extra in (("sampler", SAMPLERS, {"seed": None}), ("pruner", PRUNERS, {})):
     for _name, _node in _table.items():
         _open = OmegaConf.create({**_node, **_extra}, flags={"struct": False})

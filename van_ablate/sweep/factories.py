@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from optuna.pruners import BasePruner
 
-from hydra_plugins.van_ablate_sweeper.config import PRUNERS, SAMPLERS
+from hydra_plugins.van_ablate_sweeper.config import PRUNERS, REMOVED, SAMPLERS
 from van_ablate import checks
 from van_ablate.errors import ConfigError
 
@@ -97,6 +97,8 @@ def _startup(cls: type, spec: Mapping[str, Any]) -> int | None:
 
 def _class(spec: Mapping[str, Any], key: str, table: Mapping[str, Mapping[str, Any]]) -> type:
     target = spec.get("_target_")
+    if spec.get("removed") in REMOVED:
+        raise ConfigError("hydra/sweeper/sampler", spec["removed"], REMOVED[spec["removed"]])
     checks.one_of(f"{key}._target_", target, [node["_target_"] for node in table.values()])
     return get_class(target)
 
