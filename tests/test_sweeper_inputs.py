@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hydra_plugins.van_ablate_sweeper.config import PRUNERS, SAMPLERS, VanOptunaSweeperConf
 from van_ablate.errors import ConfigError
 from van_ablate.sweep.coordinator import SWEEP
-from van_ablate.sweep.space import parse_space
+from van_ablate.sweep.space import job_overrides, parse_space
 from van_ablate.sweep.storage import open_storage
 from van_ablate.sweep.sweeper import open_study, plan
 
@@ -259,3 +259,10 @@ def test_an_adaptive_study_is_refused_in_one_line(
         adaptive_plan(tmp_path, arguments, n_trials, **sampler)
     text = str(err.value)
     assert key in text.split("=")[0] and message in text and "\n" not in text
+
+
+def test_a_deletion_override_reaches_the_job_as_typed():
+    # the official plugin passes `~key` on unchanged; `~key=null` would set it to null instead
+    space = parse_space({}, ["~train.clip_grad", "seed=choice(0,1)"])
+    overrides = job_overrides(optuna.trial.FixedTrial({"seed": 1}), space)
+    assert overrides == ["seed=1", "~train.clip_grad"]

@@ -30,5 +30,7 @@ class VanOptunaSweeper(Sweeper):
     ) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: list[str]) -> Any:
-        return self.sweeper.sweep(arguments)
+    def sweep(self, arguments: list[str]) -> None:
+        """Run the study; returns None as the official plugin's ``sweep`` does (the summary is
+        in ``optimization_results.yaml`` and the study)."""
+        self.sweeper.sweep(arguments)

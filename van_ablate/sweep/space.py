@@ -60,7 +60,7 @@ class SearchSpace:
     """Distributions Optuna samples, and fixed overrides passed to every job unchanged."""
 
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
-    fixed: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, str | None] = field(default_factory=dict)  # None: a deletion, `~key`
 
     def to_json(self) -> str:
         """A canonical string that changes whenever the space does (kept in the study)."""
@@ -99,6 +99,9 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ())
     >>> space = parse_space({"lka.kernel_size": "choice(7, 21)", "seed": 0}, ["train.lr=0.1"])
     >>> space.distributions["lka.kernel_size"].choices, space.fixed
     ((7, 21), {'seed': '0', 'train.lr': '0.1'})
+    >>> from optuna.trial import FixedTrial
+    >>> job_overrides(FixedTrial({}), parse_space({}, ["~train.clip_grad"]))
+    ['~train.clip_grad']
     """
     parser = OverridesParser.create()
     space = SearchSpace()
@@ -114,6 +117,8 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Iterable[str] = ())
         space.fixed.pop(name, None)
         if override.is_sweep_override():
             space.distributions[name] = to_distribution(override, key)
+        elif override.is_delete() and override.value() is None:  # `~key`: passed on as typed
+            space.fixed[name] = None
         else:
             space.fixed[name] = override.get_value_element_as_str()
     return space
@@ -174,7 +179,8 @@ def job_overrides(
         # Returned overrides replace the parameters it suggested; otherwise those are overrides.
         values = {**values, **extra} if extra is not None else dict(trial.params)
     overrides = [f"{name}={format_value(value)}" for name, value in values.items()]
-    overrides += [f"{name}={value}" for name, value in space.fixed.items() if name not in values]
+    fixed = [(name, value) for name, value in space.fixed.items() if name not in values]
+    overrides += [name if value is None else f"{name}={value}" for name, value in fixed]
     return overrides
 
 

@@ -278,7 +278,7 @@ class VanOptunaSweeperImpl(Sweeper):
         configs = {}
         for name, params in rows.items():
             overrides = [f"{k}={format_value(v)}" for k, v in params.items()]
-            overrides += [f"{k}={v}" for k, v in p.space.fixed.items()]
+            overrides += [k if v is None else f"{k}={v}" for k, v in p.space.fixed.items()]
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             with open_dict(cfg):
                 del cfg["hydra"]
