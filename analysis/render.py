@@ -37,7 +37,7 @@ NOTES = (
     f"(differs) or lies within ±{stats.EQUIVALENCE:g} points (no change); open otherwise. "
     "Stopped (adaptive studies): why the row took no more seeds under its study's rule: decided, "
     "decided (early) by alpha spending, precise (the interval reached the target without "
-    "deciding), max seeds, or budget (the study's trials ran out first). "
+    "deciding), max seeds, budget (the study's trials ran out first), or open (still running). "
     "A row or baseline with fewer than 2 shared seeds has no interval and no test, and says "
     "'no conclusion'. Agrees with paper: our Δ has the sign of "
     f"the paper's, asked only where the paper's |Δ| is at least {stats.PAPER_DELTA_MIN:g} points. "

@@ -234,14 +234,18 @@ def _compare(row: pd.Series) -> tuple[stats.PairedComparison, stats.Comparison]:
 
 def _stops(table: pd.DataFrame, hits: pd.DataFrame) -> list[str | None]:
     """Why each row of an adaptive study stopped taking seeds (its sampler's rule, read from the
-    study's ``multirun.yaml``, over the seeds the table holds): decided, precise, max seeds, or
-    budget (the study's trials ran out first); None for rows of other studies."""
+    study's ``multirun.yaml``, over the seeds the table holds): decided, precise, max seeds,
+    budget (the study's trials ran out first), or open (the study is still running); None for
+    rows of other studies."""
     stops: list[str | None] = [None] * len(table)
     for study, group in table.groupby("study", sort=False):
         settings = _adaptive_settings(hits[hits["study"] == study]) if study else None
         base = group[group["baseline"]]
         if settings is None or base.empty:
             continue
+        # a row still open once a sweep process has ended (it writes its summary last) was
+        # stopped by the study's budget; before that, it is open
+        ended = settings.pop("ended")
         records = [
             (r["row"], seed, value, "COMPLETE")
             for _, r in group.iterrows()
@@ -252,7 +256,9 @@ def _stops(table: pd.DataFrame, hits: pd.DataFrame) -> list[str | None]:
         status = row_status(records, rule)
         for i, (_, r) in zip(group.index, group.iterrows(), strict=True):
             if r["row"] in status and not r["missing"]:
-                stops[table.index.get_loc(i)] = status[r["row"]].stop or "budget"
+                stops[table.index.get_loc(i)] = status[r["row"]].stop or (
+                    "budget" if ended else "open"
+                )
     return stops
 
 
@@ -266,7 +272,8 @@ def _adaptive_settings(runs: pd.DataFrame) -> dict | None:
         node = OmegaConf.select(OmegaConf.load(config), "hydra.sweeper.sampler") or {}
         if str(node.get("_target_", "")).endswith(AdaptiveSampler.__name__):
             fields = {f.name for f in dataclasses.fields(Rule)} - {"rows", "baseline"}
-            return {k: v for k, v in OmegaConf.to_container(node).items() if k in fields}
+            settings = {k: v for k, v in OmegaConf.to_container(node).items() if k in fields}
+            return {**settings, "ended": (config.parent / "optimization_results.yaml").exists()}
     return None
 
 

@@ -170,6 +170,9 @@ def test_an_adaptive_studys_rows_say_why_they_stopped(tmp_path):
     ]
     _study(tmp_path, "table3_van_proxy_builtin_v3", runs)
     (tmp_path / "table3_van_proxy_builtin_v3" / "multirun.yaml").write_text(SAMPLER)
+    running = build_table("table3", load_runs([tmp_path]).runs).set_index("ablation")
+    assert running.loc["sigmoid", "stop"] == "open"  # no sweep process has ended yet
+    (tmp_path / "table3_van_proxy_builtin_v3" / "optimization_results.yaml").write_text("{}\n")
     table = build_table("table3", load_runs([tmp_path]).runs).set_index("ablation")
     assert table.loc["no_attention", "stop"] == "decided (early)"
     assert table.loc["no_dw_conv", "stop"] == "decided"
