@@ -54,7 +54,8 @@ def env(**extra: str) -> dict[str, str]:
 def timed_study(work: Path, name: str, n_trials: int, extra: list[str], e: dict) -> float:
     """Seconds for a fresh ``table3`` study of ``n_trials`` trials."""
     cmd = [sys.executable, "-m", "van_ablate", "-m", f"--config-dir={REPO / 'experiments'}"]
-    cmd += ["+study=table3", f"hydra.sweeper.n_trials={n_trials}", *PROXY, *extra]
+    cmd += ["+study=table3", "hydra/sweeper/sampler=grid", f"hydra.sweeper.n_trials={n_trials}"]
+    cmd += [*PROXY, *extra]
     cmd += [f"hydra.sweep.dir={work / name}"]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=work, env=e, capture_output=True, text=True)
@@ -117,7 +118,8 @@ def kill_to_retry(pg, work: Path, e: dict) -> float:
     sweep_dir = work / "pg_sweep"
     cmd = [sys.executable, "-m", "van_ablate", "-m", f"--config-dir={REPO / 'experiments'}"]
     long_trial = [*PROXY[:-1], "train.epochs=50"]  # still running when the worker is killed
-    cmd += ["+study=table3", "hydra.sweeper.n_trials=1", *long_trial]
+    cmd += ["+study=table3", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=1"]
+    cmd += long_trial
     cmd += [f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage='{url}'"]
     cmd += ["hydra.sweeper.stale_after_s=10"]
     victim = subprocess.Popen(
@@ -137,7 +139,7 @@ def kill_to_retry(pg, work: Path, e: dict) -> float:
     storage = open_storage(url)
 
     def retry_started() -> float | None:
-        study = optuna.load_study(study_name="table3_van_proxy", storage=storage)
+        study = optuna.load_study(study_name="table3_van_proxy_builtin_v3", storage=storage)
         for t in study.get_trials(deepcopy=False):
             if t.system_attrs.get("failed_trial") == 0 and t.datetime_start is not None:
                 return t.datetime_start.timestamp()

@@ -220,3 +220,17 @@ def test_the_removed_motpe_sampler_is_refused_saying_so(tmp_path):
         "several objectives (sampler=tpe)"
     ]
     assert not list(sweep_dir.glob("trial_*"))
+
+
+def test_a_ready_adaptive_study_runs_as_a_grid_when_asked(compose_study, tmp_path):
+    # the adaptive settings live in the sampler option, so another option replaces them whole
+    cfg = compose_study("+study=table3", "hydra/sweeper/sampler=grid")
+    settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+    p = plan(VanOptunaSweeperConf(**settings), cfg, [], tmp_path)
+    assert type(p.sampler).__name__ == "GridSampler" and p.n_trials == 40  # of 8 rows x 6 seeds
+    kernel = compose_study("+study=kernel_size")
+    assert kernel.hydra.sweeper.sampler.row_param == "lka.kernel_size"
+    assert (
+        kernel.hydra.sweeper.sampler.baseline == 21 and kernel.hydra.sweeper.sampler.min_seeds == 3
+    )

@@ -139,12 +139,13 @@ def test_the_installed_app_runs_from_outside_the_checkout(fresh_python, outside,
 
 @pytest.mark.slow  # about 30 s on a busy 2-core machine
 def test_a_ready_study_runs_one_trial_from_the_installed_package(fresh_python, outside, tmp_path):
-    study = ["+study=table3", "hydra.sweeper.n_trials=1", "hydra.sweep.dir=sweep"]
+    study = ["+study=table3", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=1"]
+    study += ["hydra.sweep.dir=sweep"]
     cache = f"data.cache_dir={tmp_path / 'cache'}"
     run_installed(
         fresh_python, ["-m", "van_ablate", "-m", *study, *TINY_RUN, *TINY_DATA, cache], outside
     )
     results = json.loads((outside / "sweep" / "trial_0" / "results.json").read_text())
     assert results["status"] == "completed"
-    assert results["trial"] == {"study_name": "table3_van_proxy", "number": 0}
+    assert results["trial"] == {"study_name": "table3_van_proxy_builtin_v3", "number": 0}
     assert (outside / "sweep" / "optimization_results.yaml").is_file()

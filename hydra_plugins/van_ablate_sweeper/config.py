@@ -31,8 +31,17 @@ SAMPLERS: Dict[str, Dict[str, Any]] = {
     "qmc": dict(_target_="optuna.samplers.QMCSampler"),
     "cmaes": dict(_target_="optuna.samplers.CmaEsSampler"),
     # seeds where the answer is still open (van_ablate.sweep.adaptive); its rows are the
-    # choices of row_param in params, as a grid's points are
-    "adaptive": dict(_target_="van_ablate.sweep.adaptive.AdaptiveSampler", baseline="baseline"),
+    # choices of row_param in params, as a grid's points are; the seeds, target and early stop
+    # are the ready studies' (docs/sweeps.md, Studies that decide)
+    "adaptive": dict(
+        _target_="van_ablate.sweep.adaptive.AdaptiveSampler",
+        row_param="+ablation",
+        baseline="baseline",
+        min_seeds=3,
+        max_seeds=6,
+        target=2.0,
+        early_stop=True,
+    ),
 }
 # Options of the official plugin that Optuna has since removed: chosen, each is refused in one line
 # that says what to use instead (rather than Hydra's "Could not find").
