@@ -115,6 +115,18 @@ def slurm(tmp_path_factory):
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def slurm_without_accounting(tmp_path_factory):
+    """A one-node SLURM cluster without slurmdbd (``sacct`` refuses), for one test module."""
+    from services import slurm_cluster, slurm_missing
+
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(missing)
+    with slurm_cluster(tmp_path_factory.mktemp("slurm_noacct"), accounting=False) as cluster:
+        yield cluster
+
+
 def offline_wandb_record(root: Path, needles: tuple[bytes, ...], timeout_s: float = 30.0) -> bytes:
     """The bytes of the one offline W&B record under ``root`` once they hold every needle.
 

@@ -150,11 +150,7 @@ SchedulerType=sched/backfill
 MpiDefault=none
 SwitchType=switch/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=127.0.0.1
-AccountingStoragePort={dbd_port}
-AccountingStoragePass={root}/munge.socket
-JobCompType=jobcomp/none
+{accounting}JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=10
 MinJobAge=600
@@ -163,6 +159,14 @@ SchedulerParameters=sched_interval=1
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
+
+ACCOUNTING = """\
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={root}/munge.socket
+"""
+NO_ACCOUNTING = "AccountingStorageType=accounting_storage/none\n"
 
 # slurmdbd reads slurmdbd.conf next to slurm.conf; MariaDB runs without grant tables on loopback.
 SLURMDBD_CONF = """\
@@ -215,8 +219,10 @@ class SlurmCluster:
 
 
 @contextlib.contextmanager
-def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
-    """munged, slurmctld and slurmd for this machine's one node, until the block ends."""
+def slurm_cluster(root: Path, accounting: bool = True) -> Iterator[SlurmCluster]:
+    """munged, slurmctld and slurmd for this machine's one node, until the block ends; with
+    ``accounting``, slurmdbd and its MariaDB too (without, ``sacct`` answers "accounting storage
+    is disabled", as on many lab clusters)."""
     missing = slurm_missing()
     if missing:
         raise RuntimeError(missing)
@@ -238,6 +244,7 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
             slurmd_port=free_port(),
             cpus=os.cpu_count() or 1,
             memory_mb=_memory_mb(),
+            accounting=(ACCOUNTING.format(root=root, **ports) if accounting else NO_ACCOUNTING),
             **ports,
         )
     )
@@ -264,9 +271,10 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
             )
         )
         _wait(lambda: (root / "munge.socket").exists(), "munged", 20, root / "munged.log")
-        procs.append(_mariadb(root, ports["db_port"]))
-        procs.append(_daemon(["slurmdbd", "-D"], cluster.env, root / "slurmdbd.out"))
-        _wait(lambda: _accounting_ready(cluster), "slurmdbd", 60, root / "slurmdbd.log")
+        if accounting:
+            procs.append(_mariadb(root, ports["db_port"]))
+            procs.append(_daemon(["slurmdbd", "-D"], cluster.env, root / "slurmdbd.out"))
+            _wait(lambda: _accounting_ready(cluster), "slurmdbd", 60, root / "slurmdbd.log")
         procs.append(_daemon(["slurmctld", "-D", "-c", "-i"], cluster.env, root / "ctld.out"))
         procs.append(_daemon(["slurmd", "-D"], cluster.env, root / "slurmd.out"))
         _wait(lambda: _node_state(cluster) == "idle", "slurm node", 60, root / "slurmd.log")

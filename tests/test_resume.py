@@ -38,6 +38,9 @@ ARGS = [
     "train.cutmix=1.0",
     "train.deterministic=true",
 ]
+# Runs that must be hit mid-epoch 2 get 48 steps an epoch (~2 s on an idle core), so that a
+# signal sent a moment after epoch 1's checkpoint lands inside it on any machine load.
+PER_CLASS_LONG, STEPS_LONG = 128, 48
 
 
 def start(root: Path, run_dir: Path) -> subprocess.Popen:
@@ -53,14 +56,14 @@ def start(root: Path, run_dir: Path) -> subprocess.Popen:
 
 @pytest.mark.slow  # three processes: about 50 s on the shared 2-core machine
 def test_killed_mid_epoch_and_rerun_ends_with_the_uninterrupted_metrics(tmp_path):
-    root = write_image_folder(tmp_path / "images", per_class=32)  # 12 steps per epoch
+    root = write_image_folder(tmp_path / "images", per_class=PER_CLASS_LONG)
     reference = start(root, tmp_path / "reference")
     victim = start(root, tmp_path / "killed")
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     while not last.exists() and victim.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.05)  # into epoch 2 (its 12 steps can take well under a second on an idle CPU)
+    time.sleep(0.2)  # into epoch 2's 48 steps
     victim.kill()
     victim.wait()
     assert checkpoint.load(last)["epoch"] == 1, "the kill must land in epoch 2"
@@ -119,7 +122,7 @@ def test_a_stop_signal_writes_a_mid_epoch_checkpoint_at_once_and_exits_for_reque
 
 @pytest.mark.slow  # three processes of three epochs: about a minute on the shared machine
 def test_a_run_stopped_mid_epoch_resumes_from_that_step_with_the_uninterrupted_metrics(tmp_path):
-    root = write_image_folder(tmp_path / "images", per_class=32)  # 12 steps per epoch
+    root = write_image_folder(tmp_path / "images", per_class=PER_CLASS_LONG)
     reference = start(root, tmp_path / "reference")
     victim = start(root, tmp_path / "stopped")
     ckpts = tmp_path / "stopped" / "checkpoints"
@@ -127,12 +130,12 @@ def test_a_run_stopped_mid_epoch_resumes_from_that_step_with_the_uninterrupted_m
     deadline = time.time() + 60
     while len(read_results(tmp_path / "stopped")["epochs"]) < 1 and time.time() < deadline:
         time.sleep(0.02)  # epoch 1 recorded (results.json is written after last.pt)
-    time.sleep(0.05)  # into epoch 2 (its 12 steps can take well under a second on an idle CPU)
+    time.sleep(0.2)  # into epoch 2's 48 steps
     victim.send_signal(signal.SIGTERM)
     assert victim.wait(timeout=120) == 128 + signal.SIGTERM
     stopped = checkpoint.load(ckpts / "last.pt")
     assert (stopped["epoch"], checkpoint.load(ckpts / "previous.pt")["epoch"]) == (1, 1)
-    assert 0 < stopped["batch"] < 12, "the signal must land in epoch 2's training"
+    assert 0 < stopped["batch"] < STEPS_LONG, "the signal must land in epoch 2's training"
 
     args = [*ARGS, f"data.root={root}", f"hydra.run.dir={tmp_path / 'stopped'}"]
     resumed = run_app(args, cwd=tmp_path)

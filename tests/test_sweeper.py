@@ -353,3 +353,27 @@ def test_a_study_with_no_feasible_trial_says_which_constraint_broke_and_by_how_m
     assert "Pareto front" not in caplog.text
     logger = OmegaConf.create({"project": "p", "entity": None, "mode": "offline"})
     log_to_wandb(result, logger, tmp_path)  # used to raise KeyError: 'best_trial'
+
+
+def test_a_failed_trial_being_retried_counts_against_max_failure_rate_only_once_its_retry_fails():
+    from types import SimpleNamespace
+
+    from van_ablate.sweep import coordinator as co
+    from van_ablate.sweep.sweeper import SweepAborted, _check_failures
+
+    study = optuna.create_study()
+    storage = study._storage
+    plan = SimpleNamespace(settings=SimpleNamespace(max_failure_rate=0.0))
+    first = study.ask()
+    first.suggest_int("x", 0, 9)
+    frozen = storage.get_trial(co.trial_id_of(storage, study, first.number))
+    assert co.fail(study, storage, frozen, "SLURM job 7_0 NODE_FAIL")  # failed, retry enqueued
+    failed = study.trials[first.number]
+    assert failed.state == TrialState.FAIL
+    _check_failures(plan, [failed], study.trials)  # being retried: no abort
+
+    retry = study.ask()
+    assert retry.params == first.params
+    study.tell(retry, state=TrialState.FAIL)  # the retry fails as well
+    with pytest.raises(SweepAborted, match="max_failure_rate"):
+        _check_failures(plan, [study.trials[retry.number]], study.trials)

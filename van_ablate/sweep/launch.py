@@ -9,7 +9,9 @@ job without a result becomes a FAILED return whose error, :class:`NoResult`, nam
 the state the cluster reports. So does a job that SIGTERM stopped while it trained and that then
 ended (``scancel``): it wrote a checkpoint and returned :class:`~van_ablate.errors.Preempted`,
 not a result. A job that SLURM requeued after that SIGTERM is waited for: its next run resumes
-and its result counts::
+and its result counts. Job states come from ``squeue`` (every cluster answers it for jobs
+pending, running, or ended within its ``MinJobAge``), and from ``sacct`` only for a job squeue
+has forgotten on a cluster that keeps accounting; a cluster without accounting is said once::
 
     returns = launch(launcher, config, [["model.kernel_size=21"], ["model.kernel_size=7"]], 0)
     returns[1]._return_value  # NoResult('SLURM job 12_1 CANCELLED by 0')
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +57,8 @@ def launch(
         return list(launcher.launch(job_overrides, initial_job_idx))
     cluster = "slurm" if isinstance(launcher, submitit_plugin.SlurmLauncher) else "local"
     jobs = _submit(launcher, config, cluster, job_overrides, initial_job_idx)
+    if cluster == "slurm" and jobs:
+        _accounting(str(jobs[0].job_id))  # said once: how this cluster's jobs are followed
     return [_result(job, cluster) for job in jobs]
 
 
@@ -104,6 +109,10 @@ def _submit(
 def _result(job: Any, cluster: str) -> JobReturn:
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
+    if cluster == "slurm":  # submitit would wait on sacct, which may never answer: wait here
+        state = _wait(job, lambda: job.paths.result_pickle.exists())
+        if not job.paths.result_pickle.exists():
+            return _no_result(job, cluster, state)
     try:
         ret = job.results()[0]
     except FailedJobError as e:  # the job's Python raised outside Hydra's run_job
@@ -114,11 +123,10 @@ def _result(job: Any, cluster: str) -> JobReturn:
         # SIGTERM came while training: a checkpoint, no result yet. A cancelled job has ended
         # without one; a requeued one (scontrol requeue, preemption) resumes from that
         # checkpoint in its next run, which overwrites the result: wait for it and read it.
-        state = _final_state(job)
-        if state.split()[0] == "COMPLETED":
-            again = job.results()[0]
-            if not isinstance(again._return_value, Preempted):
-                return again
+        state = _final_state(job, cluster)
+        again = job.results()[0]  # a resumed run that finished replaced the stopped one's result
+        if not isinstance(again._return_value, Preempted):
+            return again
         return _no_result(job, cluster, state, ret._return_value)
     return ret
 
@@ -128,19 +136,72 @@ def _no_result(
 ) -> JobReturn:
     name = "SLURM job" if cluster == "slurm" else f"{cluster} job"
     detail = f" ({stopped})" if stopped is not None else ""
-    error = NoResult(f"{name} {job.job_id} {state or _final_state(job)}{detail}")
+    error = NoResult(f"{name} {job.job_id} {state or _final_state(job, cluster)}{detail}")
     return JobReturn(status=JobStatus.FAILED, _return_value=error)
 
 
-def _final_state(job: Any, unknown_for_s: float = 120.0) -> str:
+def _final_state(job: Any, cluster: str) -> str:
     """The job's state once it has ended: a job stopped by a signal returns before it ends, and
-    a requeued one runs again first. Polled every 2 s for a minute, then every 30 s; a state
-    still UNKNOWN after ``unknown_for_s`` (a cluster without accounting) is taken as final."""
+    a requeued one runs again first."""
+    return _wait(job, lambda: False) if cluster == "slurm" else _local_state(job)
+
+
+def _wait(job: Any, done: Any) -> str:
+    """Poll a SLURM job's state until it has ended or ``done()``; returns the last state.
+    Every 2 s for a minute, then every 30 s."""
     started = time.monotonic()
     while True:
-        job.get_info(mode="force")  # sacct on SLURM, the process locally
+        state = slurm_state(job)
+        waited = time.monotonic() - started
+        if state.split()[0] not in _NOT_ENDED or done():
+            return state
+        time.sleep(2.0 if waited < 60 else 30.0)
+
+
+def _local_state(job: Any, unknown_for_s: float = 120.0) -> str:
+    """A local job's state from submitit, polled until it has ended (UNKNOWN for long: ended)."""
+    started = time.monotonic()
+    while True:
+        job.get_info(mode="force")
         state = job.state
         waited = time.monotonic() - started
         if state.split()[0] not in _NOT_ENDED or (state == "UNKNOWN" and waited > unknown_for_s):
             return state
-        time.sleep(2.0 if waited < 60 else 30.0)
+        time.sleep(2.0)
+
+
+def slurm_state(job: Any) -> str:
+    """A SLURM job's state (``RUNNING``, ``COMPLETED``, ``CANCELLED by 0``...): from squeue,
+    else from sacct where the cluster keeps accounting, else ``ENDED`` (the cluster has
+    forgotten it). ``UNKNOWN`` (not ended) while the controller does not answer."""
+    job_id = str(job.job_id)
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True
+    )
+    if out.returncode == 0 and out.stdout.split():
+        return out.stdout.split()[0]
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return "UNKNOWN"  # the controller did not answer: ask again later
+    if not _accounting(job_id):
+        return "ENDED"
+    job.get_info(mode="force")  # sacct, through submitit
+    return job.state if job.state != "UNKNOWN" else "ENDED"
+
+
+# Whether this cluster keeps accounting (sacct answers), asked once per sweep process.
+_ACCOUNTING: dict[str, bool] = {}
+
+
+def _accounting(job_id: str) -> bool:
+    key = os.environ.get("SLURM_CONF", "")
+    if key not in _ACCOUNTING:
+        out = subprocess.run(["sacct", "-n", "-X", "-j", job_id], capture_output=True, text=True)
+        _ACCOUNTING[key] = out.returncode == 0
+        if out.returncode != 0:
+            why = " ".join(out.stderr.split()) or f"exit code {out.returncode}"
+            log.warning(
+                "SLURM accounting is off on this cluster (sacct: %s): jobs are followed "
+                "with squeue while it remembers them (MinJobAge)",
+                why,
+            )
+    return _ACCOUNTING[key]

@@ -179,7 +179,9 @@ class VanOptunaSweeperImpl(Sweeper):
             self.job_idx += len(returns)
             for (trial_id, (trial, _)), ret in zip(batch.items(), returns, strict=True):
                 self._tell(trial, storage.get_trial(trial_id), ret)
-            _check_failures(p, [storage.get_trial(trial_id) for trial_id in batch])
+            _check_failures(
+                p, [storage.get_trial(trial_id) for trial_id in batch], study.get_trials()
+            )
 
     def _configure(self, trial: optuna.Trial, trial_id: int) -> list[str]:
         """Suggest the trial's parameters and build its job's overrides."""
@@ -463,9 +465,12 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, values: Any, state: Tr
             raise
 
 
-def _check_failures(p: Plan, batch: list[FrozenTrial]) -> None:
-    """Stop when more than ``max_failure_rate`` of one batch failed (the official rule)."""
-    failed = [t for t in batch if t.state == TrialState.FAIL]
+def _check_failures(p: Plan, batch: list[FrozenTrial], trials: list[FrozenTrial]) -> None:
+    """Stop when more than ``max_failure_rate`` of one batch failed (the official rule). A
+    failed trial that a retry replaces (among the study's ``trials``) counts only if its retry
+    fails too, in the retry's own batch."""
+    counted = {t.number for t in co.counted(trials)}
+    failed = [t for t in batch if t.state == TrialState.FAIL and t.number in counted]
     rate = p.settings.max_failure_rate
     if len(failed) > rate * len(batch):
         raise SweepAborted(
