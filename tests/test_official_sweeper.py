@@ -334,3 +334,18 @@ def test_the_ready_nas_space_searches_the_same_depths_as_before(tmp_path):
     d = plan(settings, OmegaConf.create({}), [], tmp_path).space.distributions
     depths = [d[f"model.depths.{i}"] for i in range(4)]
     assert [(x.low, x.high) for x in depths] == [(1, 2), (1, 2), (1, 3), (1, 2)]
+
+
+def test_sweep_returns_none_to_hydra_as_the_official_plugin(sphere, monkeypatch):
+    from hydra.test_utils.test_utils import SweepTaskFunction
+
+    monkeypatch.chdir(sphere)
+    runner = SweepTaskFunction()
+    runner.calling_file = str(sphere / "sphere.py")
+    runner.config_path, runner.config_name = "conf", "config"
+    runner.task_function = lambda cfg: cfg.x**2 + cfg.y**2
+    runner.overrides = ["hydra.sweeper.n_trials=2"]
+    runner.temp_dir = str(sphere / "multirun")
+    with runner:
+        assert runner.returns is None  # what Hydra's multirun got back from sweep()
+        assert [t.state for t in load(sphere, "sphere").trials] == [TrialState.COMPLETE] * 2

@@ -121,3 +121,21 @@ def test_a_worker_killed_mid_trial_is_noticed_and_its_trial_retried_once(app, pg
     assert len(kept) == 3 and all(t.state == TrialState.COMPLETE for t in kept)
     # The retry ran in the killed trial's directory, where its checkpoint would be.
     assert len(marker.read_text().split()) == 2
+
+
+@pytest.mark.parametrize("hidden", [None, "psycopg"], ids=["both-installed", "psycopg2-only"])
+def test_a_postgresql_url_uses_psycopg_and_psycopg2_where_only_that_is_installed(
+    pg_url, hidden, monkeypatch
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == hidden else find_spec(name, *a)
+    )
+    storage = open_storage(pg_url)
+    assert pg_url.startswith("postgresql://")
+    assert storage.engine.dialect.driver == ("psycopg2" if hidden else "psycopg")
+    study = optuna.create_study(study_name="driver", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.state for t in study_at(pg_url, "driver").trials] == [TrialState.COMPLETE] * 2

@@ -82,15 +82,18 @@ def open_storage(
 
 
 def sqlalchemy_url(storage: str) -> str:
-    """``postgresql://`` means psycopg (the ``postgres`` extra) unless psycopg2 is installed.
+    """``postgresql://`` means psycopg (the ``postgres`` extra), or psycopg2 where only that is
+    installed (SQLAlchemy's own default is psycopg2 before 2.1, psycopg from 2.1).
 
     >>> sqlalchemy_url("sqlite:///x.db")
     'sqlite:///x.db'
     """
     url = make_url(storage)
-    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None:
-        if importlib.util.find_spec("psycopg") is not None:
-            url = url.set(drivername="postgresql+psycopg")
+    if url.drivername == "postgresql":
+        for driver in ("psycopg", "psycopg2"):
+            if importlib.util.find_spec(driver) is not None:
+                url = url.set(drivername=f"postgresql+{driver}")
+                break
     return url.render_as_string(hide_password=False)
 
 
