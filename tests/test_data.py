@@ -642,3 +642,13 @@ def test_num_classes_below_the_datas_is_a_config_error(image_folder):
         build_loaders(
             folder_cfg(image_folder, num_classes=2), batch_size=2, eval_batch_size=2, seed=0
         )
+
+
+def test_randaugment_at_its_strongest_posterize_runs_with_the_installed_pillow():
+    # rand-m9-mstd0.5-inc1 (imagefolder, imagenet, cifar) draws magnitudes up to 10, where
+    # PosterizeIncreasing keeps 4 - int(10 / 10 * 4) = 0 bits: every channel goes to 0.
+    from timm.data.auto_augment import AugmentOp
+
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    out = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(img)
+    assert np.asarray(out).max() == 0

@@ -234,3 +234,52 @@ def test_a_ready_adaptive_study_runs_as_a_grid_when_asked(compose_study, tmp_pat
     assert (
         kernel.hydra.sweeper.sampler.baseline == 21 and kernel.hydra.sweeper.sampler.min_seeds == 3
     )
+
+
+@pytest.mark.slow  # a sweep stopped in its first trial, then resumed: about a minute
+def test_a_stop_signal_stops_a_local_sweep_and_its_rerun_resumes_the_stopped_trial(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_env, write_image_folder
+    from test_resume import ARGS, PER_CLASS_LONG
+
+    from van_ablate.sweep import coordinator as co
+
+    root = write_image_folder(tmp_path / "images", per_class=PER_CLASS_LONG)  # 48 steps an epoch
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=van_optuna", "hydra/sweeper/sampler=grid", *ARGS]
+    args += [f"data.root={root}", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.study_name=s"]
+    args += ["hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2"]
+    args += ["lka.kernel_size=choice(7,21)"]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "van_ablate", *args],
+        cwd=tmp_path,
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = sweep_dir / "trial_0" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and sweep.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # into epoch 2 of trial 0
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=240)
+    assert sweep.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped" in err and "Traceback" not in err
+    trials = load(sweep_dir, "s").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # no trial 1 ran
+    assert "stopped by SIGTERM" in trials[0].user_attrs[co.REASON]
+
+    rerun = run_app(args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trials = load(sweep_dir, "s").trials
+    assert co.state_counts(trials)["complete"] == 2
+    assert sorted(t.params["lka.kernel_size"] for t in co.counted(trials)) == [7, 21]
+    log = (sweep_dir / "trial_0" / "train.log").read_text()
+    assert "resuming" in log and "batches of epoch 2" in log
+    assert json.loads((sweep_dir / "trial_0" / "results.json").read_text())["status"] == "completed"

@@ -23,7 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from van_ablate.checks import select
-from van_ablate.errors import ConfigError, Diverged
+from van_ablate.errors import ConfigError, Diverged, Preempted
 
 RESULTS_FILE = "results.json"
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*(\S+)\s*$")
@@ -87,7 +87,7 @@ def read_outcome(
         err = ret._return_value  # JobReturn keeps the exception here (no public accessor)
         if isinstance(err, optuna.TrialPruned):
             return Outcome(TrialState.PRUNED, None, None, results)
-        if isinstance(err, NoResult):
+        if isinstance(err, (NoResult, Preempted)):  # Preempted: a signal stopped this process
             return Outcome(TrialState.FAIL, None, str(err), results, retry=True)
         if isinstance(err, Diverged) or status == "diverged":
             reason = (results or {}).get("reason") or str(err)

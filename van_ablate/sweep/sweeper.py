@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.van_ablate_sweeper.config import VanOptunaSweeperConf
 from van_ablate import checks
 from van_ablate.config import validate
-from van_ablate.errors import ConfigError
+from van_ablate.errors import ConfigError, Preempted
 from van_ablate.io import atomic_write_text
 from van_ablate.results import HIGHER_IS_BETTER, OBJECTIVE_FIELDS
 from van_ablate.runs import ablations_from_overrides
@@ -179,6 +179,9 @@ class VanOptunaSweeperImpl(Sweeper):
             self.job_idx += len(returns)
             for (trial_id, (trial, _)), ret in zip(batch.items(), returns, strict=True):
                 self._tell(trial, storage.get_trial(trial_id), ret)
+            for ret in returns:  # a stop signal reached this process (a job ran in it): stop
+                if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Preempted):
+                    raise ret._return_value  # its trial is retried (resumed) by the next run
             _check_failures(
                 p, [storage.get_trial(trial_id) for trial_id in batch], study.get_trials()
             )
