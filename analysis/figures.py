@@ -223,11 +223,14 @@ def top1_vs_speed(
     if done.empty:
         return None
     fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
-    keys = ["model", "label", *SPEC_COLUMNS, "layer_scale"]  # one point per LKA, however named
+    # one point per LKA (however named) and data set: speed and top-1 are the data's own
+    keys = ["model", "data", "label", *SPEC_COLUMNS, "layer_scale"]
     groups = done.assign(label=run_labels(done)).groupby(keys, dropna=False, sort=True)
+    several = done["data"].nunique() > 1
     points = []
     for i, (key, group) in enumerate(groups):
-        model, label = key[0], key[1] or "(no ablation)"
+        model, data, name = key[0], key[1], key[2] or "(no ablation)"
+        label = f"{data} {name}" if several else name
         ci = mean_ci(group.groupby("seed")[metric].mean().to_numpy(float))
         speed = group["images_per_sec"].astype(float)
         ax.errorbar(
@@ -237,7 +240,7 @@ def top1_vs_speed(
             xerr=[[speed.mean() - speed.min()], [speed.max() - speed.mean()]],
             marker="o",
             capsize=3,
-            color=colour(label, i),
+            color=colour(name, i),
             label=f"{model} {label} (n={ci.n})",
         )
         points.append((speed.mean(), ci.mean, label))

@@ -51,8 +51,8 @@ TABLE_COLUMNS = (
     "flops_paper_g", "images_per_sec", "top1_mean", "top1_std", "top1_ci_low", "top1_ci_high",
     "n_runs", "n_seeds", "n_not_completed", "baseline", "delta_baseline", "n_pairs",
     "delta_ci_low", "delta_ci_high", "p_value", "wilcoxon_p", "significant", "decided",
-    "welch_ci_low", "welch_ci_high", "welch_p", "stop", "paper_delta_baseline", "agrees_paper",
-    "delta_paper", "same_scale", "missing",
+    "welch_delta", "welch_ci_low", "welch_ci_high", "welch_p", "stop", "paper_delta_baseline",
+    "agrees_paper", "delta_paper", "same_scale", "missing",
 )  # fmt: skip
 
 
@@ -199,7 +199,10 @@ def _deltas(table: pd.DataFrame, rows: Sequence[PaperRow]) -> pd.DataFrame:
     table = table.merge(base, on=keys, how="left")
     table["paper_delta_baseline"] = table["paper_top1"] - table["paper_base"]
     tests = [_compare(r) for _, r in table.iterrows()]
-    table["delta_baseline"] = [w.delta for _, w in tests]
+    # the mean per-seed Δ over shared seeds, the centre of the paired interval beside it; the
+    # difference of the two means where no seed is shared (Welch's centre, welch_delta)
+    table["delta_baseline"] = [p.delta if p.n else w.delta for p, w in tests]
+    table["welch_delta"] = [w.delta for _, w in tests]
     table["n_pairs"] = [p.n for p, _ in tests]
     table["delta_ci_low"] = [p.low for p, _ in tests]
     table["delta_ci_high"] = [p.high for p, _ in tests]

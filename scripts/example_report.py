@@ -39,9 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not dirs:
         print(f"error: --multirun={args.multirun!r}: holds none of the studies", file=sys.stderr)
         return 2
-    # the search's journal, else the first study's (table3), as the report draws one study
-    ordered = [d for d in dirs if Path(d).name.startswith(SEARCH)] + dirs[:1]
-    search = [f"{d}/optuna_journal.log" for d in ordered]
+    # the search's journal for the Pareto front, history and importances; without a search
+    # study the report has none (a front across Table 3's rows and seeds would mean nothing)
+    search = [f"{d}/optuna_journal.log" for d in dirs if Path(d).name.startswith(SEARCH)]
     storage = next((s for s in search if Path(s).is_file()), None)
     argv = ["all", *dirs, "--out", args.out, "--format", "md,csv,html", "--no-svg"]
     code = report.main([*argv, *(["--storage", storage] if storage else [])])

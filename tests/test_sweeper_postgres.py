@@ -129,9 +129,9 @@ def test_a_postgresql_url_uses_psycopg_and_psycopg2_where_only_that_is_installed
 ):
     import importlib.util
 
-    find_spec = importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == hidden else find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a)
     )
     storage = open_storage(pg_url)
     assert pg_url.startswith("postgresql://")
