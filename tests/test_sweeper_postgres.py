@@ -139,3 +139,20 @@ def test_a_postgresql_url_uses_psycopg_and_psycopg2_where_only_that_is_installed
     study = optuna.create_study(study_name="driver", storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert [t.state for t in study_at(pg_url, "driver").trials] == [TrialState.COMPLETE] * 2
+
+
+def test_adaptive_workers_sharing_a_postgres_study_never_train_the_same_row_and_seed(app, pg_url):
+    config = (app / "config.yaml").read_text()
+    config = config.replace("x: 0\n", "x: 0\nrow: a\nseed: 0\n")
+    config = config.replace("      x: choice(2, 3, 0, 1)\n", "      row: choice(a, b, c)\n")
+    (app / "config.yaml").write_text(config)
+    adaptive = ["hydra/sweeper/sampler=adaptive", "hydra.sweeper.sampler.row_param=row"]
+    adaptive += ["hydra.sweeper.sampler.baseline=a", "seed=range(0,6)", "sleep=0.2"]
+    adaptive += ["hydra.sweeper.n_trials=12"]
+    run_together(app, pg_url, 3, *adaptive)
+    points = [(t.params["row"], t.params["seed"]) for t in study_at(pg_url).trials]
+    assert len(points) == len(set(points)) <= 12  # no (row, seed) twice, within the budget
+    assert {(r, s) for r in "abc" for s in range(3)} <= set(points)  # the first round, whole
+    # every row scores the same on every seed: decided at 3 seeds; more only where a worker
+    # asked while that row's first round was still running
+    assert all(s < 6 for _, s in points)
