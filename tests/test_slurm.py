@@ -200,6 +200,36 @@ def test_a_requeued_slurm_job_resumes_from_its_step_with_the_uninterrupted_metri
     assert "and 0 batches of epoch" not in log and "batches of epoch 2" in log
 
 
+@pytest.mark.slow  # six tiny trials, two SLURM jobs at a time: about two minutes
+def test_an_adaptive_sweep_on_slurm_trains_no_row_and_seed_twice_and_stops_by_itself(
+    slurm, tmp_path
+):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", f"--config-dir={REPO / 'experiments'}", "hydra/sweeper=van_optuna"]
+    args += ["hydra/sweeper/sampler=adaptive", "hydra.sweeper.sampler.min_seeds=2"]
+    args += ["hydra.sweeper.sampler.max_seeds=3", "hydra.sweeper.n_trials=6"]
+    args += ["+ablation=choice(baseline,dense_conv)", "seed=range(0,3)"]
+    args += ["hydra.sweeper.direction=maximize", "hydra.sweeper.study_name=adaptive"]
+    args += ["+launcher=slurm", f"hydra.launcher.partition={slurm.partition}", *SLURM_CPU_JOB]
+    args += ["hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN]
+    args += ["data.num_train=48", "data.num_val=24"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "van_ablate", *args],
+        cwd=tmp_path,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    storage = open_storage(str(sweep_dir / JOURNAL_NAME))
+    trials = optuna.load_study(study_name="adaptive", storage=storage).trials
+    points = [(t.params["+ablation"], t.params["seed"]) for t in trials]
+    assert len(points) == len(set(points)) and 4 <= len(points) <= 6
+    assert {("baseline", 0), ("baseline", 1), ("dense_conv", 0), ("dense_conv", 1)} <= set(points)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
 def table3_on_slurm(slurm, sweep_dir: Path) -> list[str]:
     """The app's arguments for a 2-trial ready table3 study, one SLURM job per trial."""
     return [
