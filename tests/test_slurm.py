@@ -62,15 +62,7 @@ def test_a_ready_study_runs_each_trial_as_a_slurm_job_and_finishes_n_trials(slur
     sweep_dir = tmp_path / "sweep"
     before = set(slurm.job_states())
     args = [*table3_on_slurm(slurm, sweep_dir), "data.num_train=48", "data.num_val=24"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "van_ablate", *args],
-        cwd=tmp_path,
-        env=run_env(SLURM_CONF=str(slurm.conf)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep_on(slurm, tmp_path, args)
     storage = open_storage(str(sweep_dir / JOURNAL_NAME))
     study = optuna.load_study(study_name="table3_van_proxy_builtin_v3", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -213,21 +205,26 @@ def test_an_adaptive_sweep_on_slurm_trains_no_row_and_seed_twice_and_stops_by_it
     args += ["+launcher=slurm", f"hydra.launcher.partition={slurm.partition}", *SLURM_CPU_JOB]
     args += ["hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN]
     args += ["data.num_train=48", "data.num_val=24"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "van_ablate", *args],
-        cwd=tmp_path,
-        env=run_env(SLURM_CONF=str(slurm.conf)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep_on(slurm, tmp_path, args)
     storage = open_storage(str(sweep_dir / JOURNAL_NAME))
     trials = optuna.load_study(study_name="adaptive", storage=storage).trials
     points = [(t.params["+ablation"], t.params["seed"]) for t in trials]
     assert len(points) == len(set(points)) and 4 <= len(points) <= 6
     assert {("baseline", 0), ("baseline", 1), ("dense_conv", 0), ("dense_conv", 1)} <= set(points)
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def sweep_on(slurm, cwd: Path, args: list[str]) -> None:
+    """Run the app with ``args`` against the cluster from ``cwd``; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "van_ablate", *args],
+        cwd=cwd,
+        env=run_env(SLURM_CONF=str(slurm.conf)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def table3_on_slurm(slurm, sweep_dir: Path) -> list[str]:
